@@ -1,0 +1,148 @@
+"""Typed, validated configuration, parsed once from YAML and passed down."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from carbon_core.errors import ConfigError
+
+_MONTH_RE = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+
+MethodologyVersion = Literal["v1.0", "v2.0"]
+
+
+def parse_month(text: str) -> dt.date:
+    """'YYYY-MM' -> the first day of that month."""
+    if not isinstance(text, str) or not _MONTH_RE.match(text):
+        raise ValueError(f"expected a month as YYYY-MM, got {text!r}")
+    year, month = text.split("-")
+    return dt.date(int(year), int(month), 1)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SparkSettings(_Strict):
+    master: str | None = "local[2]"
+    app_name: str = "carbonlake"
+    shuffle_partitions: int = Field(default=8, ge=1)
+    # auto: cached JARs from scripts/setup (or $CARBONLAKE_DELTA_JARS), else Spark's
+    # resolver with spark.jars.packages; packages: always the resolver; provided: the
+    # platform has Delta built in (Databricks) or spark-submit --packages added it.
+    delta_jars: Literal["auto", "packages", "provided"] = "auto"
+    driver_memory: str | None = "4g"
+    conf: dict[str, str] = Field(default_factory=dict)
+
+
+class VersionPeriod(_Strict):
+    start: str = Field(alias="from")
+    version: MethodologyVersion
+
+    @field_validator("start")
+    @classmethod
+    def _month(cls, value: str) -> str:
+        parse_month(value)
+        return value
+
+
+class MethodologySettings(_Strict):
+    versions: tuple[VersionPeriod, ...] = (
+        VersionPeriod.model_validate({"from": "1970-01", "version": "v1.0"}),
+        VersionPeriod.model_validate({"from": "2025-01", "version": "v2.0"}),
+    )
+    market_matching: Literal["monthly", "annual"] = "monthly"
+    it_lifetime_months: int = Field(default=72, ge=1)
+    building_lifetime_months: int = Field(default=600, ge=1)
+    default_design_pue: float = Field(default=1.15, ge=1.0)
+    invariant_rel_tolerance: float = Field(default=1e-9, gt=0)
+
+    @model_validator(mode="after")
+    def _sorted_versions(self) -> MethodologySettings:
+        starts = [parse_month(p.start) for p in self.versions]
+        if not starts:
+            raise ValueError("versions: at least one period is needed")
+        if starts != sorted(starts) or len(set(starts)) != len(starts):
+            raise ValueError("versions: periods must be in increasing 'from' order")
+        return self
+
+    def version_for(self, month: dt.date) -> MethodologyVersion | None:
+        """The methodology version in force for a month (None before the first period)."""
+        chosen: MethodologyVersion | None = None
+        for period in self.versions:
+            if parse_month(period.start) <= month:
+                chosen = period.version
+        return chosen
+
+
+class GenerateSettings(_Strict):
+    scale: int = Field(default=1_000_000, ge=100)
+    seed: int = 7
+    malformed_share: float = Field(default=0.002, ge=0, le=0.5)
+    start_month: str = "2024-10"
+    months: int = Field(default=6, ge=1, le=120)
+
+    @field_validator("start_month")
+    @classmethod
+    def _month(cls, value: str) -> str:
+        parse_month(value)
+        return value
+
+
+class ExportSettings(_Strict):
+    format: Literal["csv", "parquet"] = "csv"
+    history_months: int = Field(default=38, ge=1)
+
+
+class Config(_Strict):
+    lake: Path = Path("lake")
+    landing: Path = Path("landing")
+    exports: Path = Path("exports")
+    reference: Path | None = None
+    spark: SparkSettings = SparkSettings()
+    methodology: MethodologySettings = MethodologySettings()
+    generate: GenerateSettings = GenerateSettings()
+    export: ExportSettings = ExportSettings()
+
+    def with_overrides(self, **changes: Any) -> Config:
+        """A copy with top-level fields replaced (CLI flags win over the file)."""
+        clean = {k: v for k, v in changes.items() if v is not None}
+        return self.model_copy(update=clean)
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    parts = []
+    for item in error.errors():
+        key = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        parts.append(f"{key}: {item['msg']}")
+    return f"invalid configuration in {source}: " + "; ".join(parts)
+
+
+def config_from_mapping(data: dict[str, Any] | None, source: str = "<mapping>") -> Config:
+    """Validate a parsed mapping into a Config; errors name the offending key."""
+    try:
+        return Config.model_validate(data or {})
+    except ValidationError as error:
+        raise ConfigError(_describe(error, source)) from None
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Load a YAML config file; None gives the defaults (local mode)."""
+    if path is None:
+        return Config()
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"configuration file not found: {file}")
+    try:
+        data = yaml.safe_load(file.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"configuration file {file} is not valid YAML: {error}") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"configuration file {file} must hold a mapping at the top level")
+    return config_from_mapping(data, str(file))

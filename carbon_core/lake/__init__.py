@@ -1,0 +1,25 @@
+"""Delta Lake I/O: the only module that writes tables."""
+
+from carbon_core.lake.delta_io import (
+    TableCheckpoint,
+    ensure_table,
+    merge_into,
+    read_table,
+    replace_months,
+    restore_tables,
+    table_exists,
+    table_version,
+    write_table,
+)
+
+__all__ = [
+    "TableCheckpoint",
+    "ensure_table",
+    "merge_into",
+    "read_table",
+    "replace_months",
+    "restore_tables",
+    "table_exists",
+    "table_version",
+    "write_table",
+]

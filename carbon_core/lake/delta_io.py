@@ -1,0 +1,152 @@
+"""Create, append to, merge into, replace one month of, and read Delta tables.
+
+Every write is a single Delta commit, so a write that fails mid-way leaves the
+table exactly as it was. Writers take keyword-only options, in the manner of
+delta-rs's ``write_deltalake``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import types as T
+
+WriteMode = Literal["overwrite", "append", "error"]
+
+
+def _uri(path: str | Path) -> str:
+    return str(path)
+
+
+def table_exists(spark: SparkSession, path: str | Path) -> bool:
+    """True when a Delta table (a _delta_log) exists at path."""
+    return DeltaTable.isDeltaTable(spark, _uri(path))
+
+
+def read_table(spark: SparkSession, path: str | Path, *, version: int | None = None) -> DataFrame:
+    """Read a Delta table, optionally as of an earlier version (time travel)."""
+    reader = spark.read.format("delta")
+    if version is not None:
+        reader = reader.option("versionAsOf", version)
+    return reader.load(_uri(path))
+
+
+def table_version(spark: SparkSession, path: str | Path) -> int | None:
+    """The latest committed version, or None when there is no table."""
+    if not table_exists(spark, path):
+        return None
+    last = DeltaTable.forPath(spark, _uri(path)).history(1).select("version").first()
+    return None if last is None else int(last["version"])
+
+
+def ensure_table(
+    spark: SparkSession,
+    path: str | Path,
+    *,
+    schema: T.StructType,
+    partition_by: Sequence[str] = (),
+) -> None:
+    """Create an empty table with the schema unless one exists."""
+    if table_exists(spark, path):
+        return
+    builder = DeltaTable.createIfNotExists(spark).location(_uri(path)).addColumns(schema)
+    if partition_by:
+        builder = builder.partitionedBy(*partition_by)
+    builder.execute()
+
+
+def write_table(
+    df: DataFrame,
+    path: str | Path,
+    *,
+    mode: WriteMode,
+    partition_by: Sequence[str] = (),
+) -> None:
+    """Write df as one commit: overwrite (schema included), append, or error if present."""
+    writer = df.write.format("delta").mode(mode)
+    if mode == "overwrite":
+        writer = writer.option("overwriteSchema", "true")
+    if partition_by:
+        writer = writer.partitionBy(*partition_by)
+    writer.save(_uri(path))
+
+
+def _months_predicate(months: Sequence[dt.date], column: str) -> str:
+    literals = ", ".join(f"DATE'{m.isoformat()}'" for m in sorted(set(months)))
+    return f"{column} IN ({literals})"
+
+
+def replace_months(
+    df: DataFrame,
+    path: str | Path,
+    *,
+    months: Sequence[dt.date],
+    month_column: str = "month",
+) -> None:
+    """Replace exactly these months' partitions with df, in one atomic commit.
+
+    Delta rejects the commit if df holds a row outside the months, so a bug can
+    never overwrite another month.
+    """
+    if not months:
+        raise ValueError("replace_months needs at least one month")
+    spark = df.sparkSession
+    if not table_exists(spark, path):
+        ensure_table(spark, path, schema=df.schema, partition_by=(month_column,))
+    (
+        df.write.format("delta")
+        .mode("overwrite")
+        .option("replaceWhere", _months_predicate(months, month_column))
+        .save(_uri(path))
+    )
+
+
+def merge_into(
+    df: DataFrame,
+    path: str | Path,
+    *,
+    keys: Sequence[str],
+    partition_by: Sequence[str] = (),
+    update_existing: bool = True,
+) -> None:
+    """Upsert df into the table on keys (null-safe) in one MERGE commit; creates it if absent."""
+    spark = df.sparkSession
+    if not table_exists(spark, path):
+        ensure_table(spark, path, schema=df.schema, partition_by=partition_by)
+    condition = " AND ".join(f"target.`{k}` <=> source.`{k}`" for k in keys)
+    merge = (
+        DeltaTable.forPath(spark, _uri(path))
+        .alias("target")
+        .merge(df.alias("source"), condition)
+    )
+    if update_existing:
+        merge = merge.whenMatchedUpdateAll()
+    merge.whenNotMatchedInsertAll().execute()
+
+
+@dataclass(frozen=True)
+class TableCheckpoint:
+    """A table's version before a multi-table run, to restore if the run fails."""
+
+    path: str
+    version: int | None
+
+
+def restore_tables(spark: SparkSession, checkpoints: Sequence[TableCheckpoint]) -> None:
+    """Put tables back to their recorded versions (a run failed after some commits)."""
+    for checkpoint in checkpoints:
+        current = table_version(spark, checkpoint.path)
+        if current is None or current == checkpoint.version:
+            continue
+        table = DeltaTable.forPath(spark, checkpoint.path)
+        if checkpoint.version is None:
+            # The table did not exist before: empty it, keeping history for audit.
+            table.delete()
+        else:
+            table.restoreToVersion(checkpoint.version)

@@ -1,0 +1,343 @@
+"""One StructType per table: landing datasets (typed), silver and gold tables.
+
+The column names are the public interface of DATA_CONTRACT.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql import types as T
+
+S = T.StringType()
+D = T.DoubleType()
+DATE = T.DateType()
+TS = T.TimestampType()
+BOOL = T.BooleanType()
+INT = T.IntegerType()
+LONG = T.LongType()
+
+
+def _struct(*fields: tuple[str, T.DataType]) -> T.StructType:
+    return T.StructType([T.StructField(name, dtype, True) for name, dtype in fields])
+
+
+# The quantity vector that every allocation step moves with the same weights.
+QUANTITIES: tuple[str, ...] = (
+    "energy_kwh",
+    "scope1_kg",
+    "scope2_lbm_kg",
+    "scope2_mbm_kg",
+    "scope3_kg",
+    "water_l",
+)
+QUANTITY_FIELDS: tuple[tuple[str, T.DataType], ...] = tuple((q, D) for q in QUANTITIES)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A landing dataset: typed columns, required columns, unique key."""
+
+    name: str
+    schema: T.StructType
+    required: tuple[str, ...]
+    key: tuple[str, ...] = ()
+    mandatory: bool = True  # a missing folder is an error (else: an empty table)
+
+    @property
+    def columns(self) -> list[str]:
+        return [f.name for f in self.schema.fields]
+
+
+CLUSTERS = Dataset(
+    "clusters",
+    _struct(("cluster_id", S), ("kind", S), ("launch_date", DATE), ("name", S)),
+    required=("cluster_id", "kind", "launch_date"),
+    key=("cluster_id",),
+)
+SITES = Dataset(
+    "sites",
+    _struct(
+        ("site_id", S),
+        ("cluster_id", S),
+        ("country_code", S),
+        ("subdivision_code", S),
+        ("postal_code", S),
+        ("latitude", D),
+        ("longitude", D),
+        ("design_pue", D),
+        ("building_embodied_kgco2e", D),
+        ("building_in_service_date", DATE),
+    ),
+    required=("site_id", "cluster_id"),
+    key=("site_id",),
+)
+RACKS = Dataset(
+    "racks",
+    _struct(
+        ("rack_id", S),
+        ("site_id", S),
+        ("rack_type", S),
+        ("product_code", S),
+        ("capacity", D),
+        ("capacity_unit", S),
+        ("embodied_kgco2e", D),
+        ("in_service_date", DATE),
+        ("retired_date", DATE),
+    ),
+    required=("rack_id", "site_id", "rack_type", "embodied_kgco2e", "in_service_date"),
+    key=("rack_id",),
+)
+RACK_TELEMETRY = Dataset(
+    "rack_telemetry",
+    _struct(("rack_id", S), ("hour", TS), ("it_energy_kwh", D), ("used_capacity", D)),
+    required=("rack_id", "hour", "it_energy_kwh"),
+    key=("rack_id", "hour"),
+)
+ACCOUNTS = Dataset(
+    "accounts",
+    _struct(("account_id", S), ("payer_account_id", S), ("is_internal", BOOL), ("name", S)),
+    required=("account_id", "payer_account_id", "is_internal"),
+    key=("account_id",),
+)
+SERVICE_CATALOG = Dataset(
+    "service_catalog",
+    _struct(
+        ("product_code", S),
+        ("kind", S),
+        ("allocation_unit", S),
+        ("runs_on", S),
+        ("owner_account_id", S),
+    ),
+    required=("product_code", "kind", "allocation_unit"),
+    key=("product_code",),
+)
+USAGE = Dataset(
+    "usage",
+    _struct(
+        ("usage_start", TS),
+        ("payer_account_id", S),
+        ("usage_account_id", S),
+        ("product_code", S),
+        ("region_code", S),
+        ("usage_type", S),
+        ("usage_unit", S),
+        ("usage_amount", D),
+        ("cost_usd", D),
+    ),
+    required=(
+        "usage_start",
+        "payer_account_id",
+        "usage_account_id",
+        "product_code",
+        "region_code",
+        "usage_unit",
+        "usage_amount",
+    ),
+)
+UTILITY_INVOICES = Dataset(
+    "utility_invoices",
+    _struct(
+        ("invoice_id", S),
+        ("site_id", S),
+        ("period_start", TS),
+        ("period_end", TS),
+        ("energy_kwh", D),
+        ("amount", D),
+        ("currency", S),
+    ),
+    required=("invoice_id", "site_id", "period_start", "period_end"),
+    key=("invoice_id",),
+    mandatory=False,
+)
+ELECTRICITY_PRICES = Dataset(
+    "electricity_prices",
+    _struct(
+        ("country_code", S),
+        ("subdivision_code", S),
+        ("year", INT),
+        ("price_per_kwh", D),
+        ("currency", S),
+    ),
+    required=("country_code", "year", "price_per_kwh", "currency"),
+    key=("country_code", "subdivision_code", "year"),
+    mandatory=False,
+)
+FUEL_RECORDS = Dataset(
+    "fuel_records",
+    _struct(
+        ("record_id", S),
+        ("site_id", S),
+        ("period_start", TS),
+        ("period_end", TS),
+        ("source_type", S),
+        ("quantity", D),
+        ("unit", S),
+    ),
+    required=(
+        "record_id",
+        "site_id",
+        "period_start",
+        "period_end",
+        "source_type",
+        "quantity",
+        "unit",
+    ),
+    key=("record_id",),
+    mandatory=False,
+)
+ENERGY_CONTRACTS = Dataset(
+    "energy_contracts",
+    _struct(
+        ("contract_id", S),
+        ("instrument", S),
+        ("site_id", S),
+        ("market_boundary", S),
+        ("period_start", TS),
+        ("period_end", TS),
+        ("energy_kwh", D),
+        ("emission_factor_kg_per_kwh", D),
+    ),
+    required=(
+        "contract_id",
+        "instrument",
+        "period_start",
+        "period_end",
+        "energy_kwh",
+        "emission_factor_kg_per_kwh",
+    ),
+    key=("contract_id",),
+    mandatory=False,
+)
+SITE_WATER = Dataset(
+    "site_water",
+    _struct(("site_id", S), ("period_start", TS), ("period_end", TS), ("withdrawal_l", D)),
+    required=("site_id", "period_start", "period_end", "withdrawal_l"),
+    mandatory=False,
+)
+
+# In dependency order: a dataset's foreign keys point to datasets before it.
+DATASETS: tuple[Dataset, ...] = (
+    CLUSTERS,
+    SITES,
+    RACKS,
+    RACK_TELEMETRY,
+    ACCOUNTS,
+    SERVICE_CATALOG,
+    USAGE,
+    ELECTRICITY_PRICES,
+    UTILITY_INVOICES,
+    FUEL_RECORDS,
+    ENERGY_CONTRACTS,
+    SITE_WATER,
+)
+DATASETS_BY_NAME: dict[str, Dataset] = {d.name: d for d in DATASETS}
+
+INGEST_METADATA_FIELDS: tuple[tuple[str, T.DataType], ...] = (
+    ("_source_file", S),
+    ("_ingested_at", TS),
+)
+
+
+def bronze_schema(dataset: Dataset) -> T.StructType:
+    """A dataset's typed columns plus ingestion lineage."""
+    return T.StructType(
+        dataset.schema.fields + [T.StructField(n, t, True) for n, t in INGEST_METADATA_FIELDS]
+    )
+
+
+QUARANTINE = _struct(
+    ("raw", S),
+    ("reason", S),
+    ("_source_file", S),
+    ("_ingested_at", TS),
+    ("stage", S),
+)
+
+# --- reference tables ---------------------------------------------------------
+
+GRID_FACTORS = _struct(("level", S), ("zone", S), ("year", INT), ("kg_per_kwh", D), ("source", S))
+RESIDUAL_MIX = _struct(("zone", S), ("year", INT), ("kg_per_kwh", D), ("source", S))
+ZIP_TO_EGRID = _struct(("postal_code", S), ("egrid_subregion", S))
+FUEL_FACTORS = _struct(("source_type", S), ("unit", S), ("kg_per_unit", D), ("source", S))
+
+# --- silver -------------------------------------------------------------------
+
+SITE_MONTHLY = _struct(
+    ("month", DATE),
+    ("site_id", S),
+    ("cluster_id", S),
+    ("energy_kwh", D),
+    ("estimated_energy_share", D),
+    ("factor_level", S),
+    ("factor_zone", S),
+    ("factor_year", INT),
+    ("factor_source", S),
+    ("location_factor", D),
+    ("market_boundary", S),
+    ("site_covered_kwh", D),
+    ("boundary_covered_kwh", D),
+    ("residual_mix_kwh", D),
+    ("location_fallback_kwh", D),
+    ("scope1_kg", D),
+    ("scope2_lbm_kg", D),
+    ("scope2_mbm_kg", D),
+    ("scope3_kg", D),
+    ("water_l", D),
+    ("provisional", BOOL),
+    ("it_energy_kwh", D),
+)
+INSTRUMENT_SURPLUS = _struct(
+    ("month", DATE), ("site_id", S), ("market_boundary", S), ("surplus_kwh", D)
+)
+
+# --- gold ---------------------------------------------------------------------
+
+RACK_UTILISATION = _struct(
+    ("month", DATE),
+    ("rack_id", S),
+    ("cluster_id", S),
+    ("product_code", S),
+    ("used_share", D),
+    ("telemetry_hours", LONG),
+    *QUANTITY_FIELDS,
+)
+ACCOUNT_EMISSIONS = _struct(
+    ("month", DATE),
+    ("model_version", S),
+    ("payer_account_id", S),
+    ("usage_account_id", S),
+    ("is_internal", BOOL),
+    ("region_code", S),
+    ("location", S),
+    ("product_code", S),
+    *QUANTITY_FIELDS,
+    ("total_lbm_kg", D),
+    ("total_mbm_kg", D),
+)
+UNALLOCATED = _struct(
+    ("month", DATE),
+    ("model_version", S),
+    ("cluster_id", S),
+    ("reason", S),
+    *QUANTITY_FIELDS,
+)
+CLUSTER_EFFICIENCY = _struct(
+    ("month", DATE),
+    ("cluster_id", S),
+    ("facility_energy_kwh", D),
+    ("it_energy_kwh", D),
+    ("water_l", D),
+    ("pue", D),
+    ("wue_l_per_kwh", D),
+)
+RUN_LOG = _struct(
+    ("run_id", S),
+    ("started_at", TS),
+    ("ended_at", TS),
+    ("status", S),
+    ("months", T.ArrayType(DATE)),
+    ("input_versions", T.MapType(S, LONG)),
+    ("invariants", S),
+    ("message", S),
+)
