@@ -56,7 +56,7 @@ def test_replace_months_rejects_rows_outside_the_months(spark, tmp_path):
     path = str(tmp_path / "t")
     replace_months(_rows(spark, [(JAN, "a", 1.0)]), path, months=[JAN])
     version = table_version(spark, path)
-    with pytest.raises(Exception, match="(?i)replaceWhere|does not conform|DELTA_REPLACE_WHERE"):
+    with pytest.raises(Exception, match=r"(?i)replaceWhere|does not conform|DELTA_REPLACE_WHERE"):
         replace_months(_rows(spark, [(FEB, "x", 9.0)]), path, months=[JAN])
     assert table_version(spark, path) == version
     assertDataFrameEqual(read_table(spark, path), _rows(spark, [(JAN, "a", 1.0)]))

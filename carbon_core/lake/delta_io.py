@@ -107,6 +107,14 @@ def replace_months(
     )
 
 
+def replace_where(df: DataFrame, path: str | Path, *, predicate: str) -> None:
+    """Replace the rows matching a SQL predicate with df, in one atomic commit."""
+    spark = df.sparkSession
+    if not table_exists(spark, path):
+        ensure_table(spark, path, schema=df.schema)
+    df.write.format("delta").mode("overwrite").option("replaceWhere", predicate).save(_uri(path))
+
+
 def merge_into(
     df: DataFrame,
     path: str | Path,

@@ -105,7 +105,7 @@ def reference_file(name: str, override_dir: str | Path | None) -> Path:
 def load_reference_tables(
     spark: SparkSession, override_dir: str | Path | None = None
 ) -> ReferenceTables:
-    """Load the reference tables, replacing shipped ones by files of the same name in override_dir."""
+    """Load reference tables; a file of the same name in override_dir replaces the shipped one."""
     if override_dir is not None and not Path(override_dir).is_dir():
         raise InputError(f"reference folder not found: {override_dir}")
     frames: dict[str, DataFrame] = {}
