@@ -45,6 +45,14 @@ def table_version(spark: SparkSession, path: str | Path) -> int | None:
     return None if last is None else int(last["version"])
 
 
+def table_commit_time(spark: SparkSession, path: str | Path) -> dt.datetime:
+    """Timestamp of the latest commit (stable across re-reads: used as refresh time)."""
+    last = DeltaTable.forPath(spark, _uri(path)).history(1).select("timestamp").first()
+    if last is None:
+        raise ValueError(f"no commits in {path}")
+    return last["timestamp"]
+
+
 def ensure_table(
     spark: SparkSession,
     path: str | Path,
@@ -129,9 +137,7 @@ def merge_into(
         ensure_table(spark, path, schema=df.schema, partition_by=partition_by)
     condition = " AND ".join(f"target.`{k}` <=> source.`{k}`" for k in keys)
     merge = (
-        DeltaTable.forPath(spark, _uri(path))
-        .alias("target")
-        .merge(df.alias("source"), condition)
+        DeltaTable.forPath(spark, _uri(path)).alias("target").merge(df.alias("source"), condition)
     )
     if update_existing:
         merge = merge.whenMatchedUpdateAll()

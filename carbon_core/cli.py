@@ -1,0 +1,212 @@
+"""`carbonlake` command line: generate, ingest, run, export."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from carbon_core.config import Config, load_config, parse_month
+from carbon_core.errors import CarbonlakeError
+
+
+def _month(text: str) -> dt.date:
+    try:
+        return parse_month(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="YAML configuration (default: built-in local)")
+
+
+def _months(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--from", dest="month_from", type=_month, metavar="YYYY-MM")
+    parser.add_argument("--to", dest="month_to", type=_month, metavar="YYYY-MM")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="carbonlake",
+        description="Carbon accounting for data centers and clouds on Spark and Delta Lake.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    generate = commands.add_parser("generate", help="write a synthetic landing zone")
+    _common(generate)
+    generate.add_argument("--out", type=Path, required=True, help="landing folder to write")
+    generate.add_argument("--scale", type=int, help="approximate number of usage rows")
+    generate.add_argument("--seed", type=int)
+    generate.add_argument("--months", type=int, help="number of months to generate")
+    generate.add_argument("--start", type=str, metavar="YYYY-MM", help="first generated month")
+    generate.add_argument("--malformed-share", type=float, help="share of malformed rows")
+    generate.add_argument(
+        "--format",
+        choices=["csv", "parquet"],
+        default="csv",
+        help="file format of usage and telemetry",
+    )
+
+    ingest = commands.add_parser("ingest", help="landing -> bronze + quarantine")
+    _common(ingest)
+    ingest.add_argument("--landing", type=Path)
+    ingest.add_argument("--lake", type=Path)
+    ingest.add_argument("--reference", type=Path, help="folder with replacement reference tables")
+
+    run = commands.add_parser("run", help="landing -> bronze -> silver -> gold for months")
+    _common(run)
+    run.add_argument("--landing", type=Path)
+    run.add_argument("--lake", type=Path)
+    run.add_argument("--reference", type=Path, help="folder with replacement reference tables")
+    run.add_argument("--skip-ingest", action="store_true", help="use the bronze tables as they are")
+    _months(run)
+
+    export = commands.add_parser("export", help="per-payer AWS Data Exports carbon files")
+    _common(export)
+    export.add_argument("--lake", type=Path)
+    export.add_argument("--out", type=Path)
+    export.add_argument("--format", choices=["csv", "parquet"])
+    _months(export)
+    return parser
+
+
+def _config(args: argparse.Namespace) -> Config:
+    config = load_config(args.config)
+    return config.with_overrides(
+        landing=getattr(args, "landing", None),
+        lake=getattr(args, "lake", None),
+        reference=getattr(args, "reference", None),
+    )
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from carbon_core.generate import generate_world
+    from carbon_core.session import build_spark_session
+
+    config = load_config(args.config)
+    settings = config.generate
+    spark = build_spark_session(config.spark)
+    started = time.monotonic()
+    counts = generate_world(
+        spark,
+        args.out,
+        scale=args.scale or settings.scale,
+        seed=settings.seed if args.seed is None else args.seed,
+        malformed_share=(
+            settings.malformed_share if args.malformed_share is None else args.malformed_share
+        ),
+        start_month=args.start or settings.start_month,
+        months=args.months or settings.months,
+        usage_format=args.format,
+    )
+    for name, count in counts.items():
+        print(f"generate {name}: {count} rows")
+    print(f"generate: landing zone written to {args.out} in {time.monotonic() - started:.1f} s")
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from carbon_core.ingest import ingest_landing
+    from carbon_core.reference import load_reference_tables
+    from carbon_core.session import build_spark_session
+
+    config = _config(args)
+    spark = build_spark_session(config.spark)
+    reference = load_reference_tables(spark, config.reference)
+    report = ingest_landing(spark, config.landing, config.lake, reference=reference)
+    print(report.summary_line())
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from carbon_core.pipeline import (
+        GOLD_ACCOUNT_EMISSIONS,
+        GOLD_UNALLOCATED,
+        read_lake_table,
+        run_pipeline,
+    )
+    from carbon_core.session import build_spark_session
+    from carbon_core.summary import format_summary, summarise_months
+
+    config = _config(args)
+    spark = build_spark_session(config.spark)
+    report = run_pipeline(
+        spark,
+        config,
+        month_from=args.month_from,
+        month_to=args.month_to,
+        skip_ingest=args.skip_ingest,
+    )
+    if report.ingest is not None:
+        print(report.ingest.summary_line())
+    checks = len(report.invariants)
+    print(
+        f"invariants: {checks} checks passed (conservation per month and quantity, "
+        "no negatives, known accounts)"
+    )
+    summaries = summarise_months(
+        read_lake_table(spark, config.lake, GOLD_ACCOUNT_EMISSIONS),
+        read_lake_table(spark, config.lake, GOLD_UNALLOCATED),
+        report.months,
+    )
+    print(format_summary(summaries))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from carbon_core.export import export_carbon
+    from carbon_core.lake import table_commit_time
+    from carbon_core.months import month_range
+    from carbon_core.pipeline import GOLD_ACCOUNT_EMISSIONS, lake_path, read_lake_table
+    from carbon_core.session import build_spark_session
+
+    config = load_config(args.config).with_overrides(lake=args.lake, exports=args.out)
+    spark = build_spark_session(config.spark)
+    emissions = read_lake_table(spark, config.lake, GOLD_ACCOUNT_EMISSIONS)
+    clusters = read_lake_table(spark, config.lake, "bronze/clusters")
+    if args.month_from and args.month_to:
+        months = month_range(args.month_from, args.month_to)
+    else:
+        latest = emissions.agg({"month": "max"}).first()[0]
+        if latest is None:
+            raise CarbonlakeError("gold/account_emissions is empty: nothing to export")
+        months = month_range(args.month_from or latest, args.month_to or latest)
+    export_carbon(
+        spark,
+        emissions,
+        clusters,
+        config.exports,
+        months=months,
+        refreshed_at=table_commit_time(spark, lake_path(config.lake, GOLD_ACCOUNT_EMISSIONS)),
+        fmt=args.format or config.export.format,
+        history_months=config.export.history_months,
+    )
+    return 0
+
+
+def _validate_config_first(args: argparse.Namespace) -> None:
+    """Fail on a bad config file before Spark or any heavy import starts."""
+    load_config(args.config)
+
+
+COMMANDS = {"generate": cmd_generate, "ingest": cmd_ingest, "run": cmd_run, "export": cmd_export}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `carbonlake` console script and of jobs/*.py."""
+    args = build_parser().parse_args(argv)
+    try:
+        _validate_config_first(args)
+        return COMMANDS[args.command](args)
+    except CarbonlakeError as error:
+        print(f"carbonlake: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

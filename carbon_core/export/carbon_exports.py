@@ -1,0 +1,222 @@
+"""Per-payer, per-month export files with the AWS Data Exports carbon-table columns.
+
+Values are rounded only here: kg -> MTCO2e with 6 decimals (gram resolution),
+written as decimals so that CSV never shows scientific notation.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from carbon_core.errors import InputError
+from carbon_core.months import add_months
+
+ExportFormat = Literal["csv", "parquet"]
+
+KG_PER_MTCO2E = 1000
+MTCO2E = "MTCO2e"
+EXPORT_DECIMAL = "decimal(38,6)"
+EDGE_REGION_CODE = "global"
+EDGE_LOCATION = "Global"
+
+# (export value column, gold column in kg); Scope 3 is the same under LBM and MBM
+_VALUES: tuple[tuple[str, str], ...] = (
+    ("total_lbm_emissions", "total_lbm_kg"),
+    ("total_mbm_emissions", "total_mbm_kg"),
+    ("total_scope_1_emissions", "scope1_kg"),
+    ("total_scope_2_lbm_emissions", "scope2_lbm_kg"),
+    ("total_scope_2_mbm_emissions", "scope2_mbm_kg"),
+    ("total_scope_3_lbm_emissions", "scope3_kg"),
+    ("total_scope_3_mbm_emissions", "scope3_kg"),
+)
+_KEYS = (
+    "usage_period_start",
+    "usage_period_end",
+    "payer_account_id",
+    "usage_account_id",
+    "product_code",
+    "region_code",
+    "location",
+    "model_version",
+)
+EXPORT_COLUMNS: tuple[str, ...] = (
+    *_KEYS,
+    *(c for name, _ in _VALUES for c in (f"{name}_value", f"{name}_unit")),
+    "last_refresh_timestamp",
+)
+
+
+def _iso_utc(column: Column) -> Column:
+    return F.date_format(column.cast("timestamp"), "yyyy-MM-dd'T'HH:mm:ss'Z'")
+
+
+def to_export_rows(
+    account_emissions: DataFrame, clusters: DataFrame, *, refreshed_at: dt.datetime
+) -> DataFrame:
+    """Gold account rows -> export rows: external accounts only, edge clusters as global."""
+    edge = F.broadcast(
+        clusters.where(F.lower("kind") == "edge").select(
+            F.col("cluster_id").alias("edge_cluster_id")
+        )
+    )
+    is_edge = F.col("edge_cluster_id").isNotNull()
+    external = (
+        account_emissions.where(~F.col("is_internal"))
+        .join(edge, F.col("region_code") == F.col("edge_cluster_id"), how="left")
+        .select(
+            _iso_utc(F.col("month")).alias("usage_period_start"),
+            _iso_utc(F.add_months("month", 1)).alias("usage_period_end"),
+            "payer_account_id",
+            "usage_account_id",
+            "product_code",
+            F.when(is_edge, F.lit(EDGE_REGION_CODE))
+            .otherwise(F.col("region_code"))
+            .alias("region_code"),
+            F.when(is_edge, F.lit(EDGE_LOCATION)).otherwise(F.col("location")).alias("location"),
+            "model_version",
+            *(F.col(gold).alias(name) for name, gold in _VALUES),
+        )
+    )
+    summed = external.groupBy(*_KEYS).agg(*(F.sum(name).alias(name) for name, _ in _VALUES))
+    refreshed = refreshed_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return summed.select(
+        *_KEYS,
+        *(
+            column
+            for name, _ in _VALUES
+            for column in (
+                (F.col(name) / KG_PER_MTCO2E).cast(EXPORT_DECIMAL).alias(f"{name}_value"),
+                F.lit(MTCO2E).alias(f"{name}_unit"),
+            )
+        ),
+        F.lit(refreshed).alias("last_refresh_timestamp"),
+    )
+
+
+@dataclass
+class ExportReport:
+    """Which payer-month file sets were written."""
+
+    written: list[tuple[str, str]] = field(default_factory=list)  # (payer, YYYY-MM)
+    backfilled_payers: list[str] = field(default_factory=list)
+    out: str = ""
+
+
+class _Files:
+    """Hadoop FileSystem calls, so exports work on local disks and object stores alike."""
+
+    def __init__(self, spark: SparkSession, root: str) -> None:
+        jvm = spark.sparkContext._jvm  # noqa: SLF001 - Hadoop FS has no Python API
+        self._jvm = jvm
+        self._path = jvm.org.apache.hadoop.fs.Path
+        conf = spark.sparkContext._jsc.hadoopConfiguration()  # noqa: SLF001
+        fs = self._path(root).getFileSystem(conf)
+        # The local file system wraps a raw one and writes hidden .crc side files; go
+        # around it so that listings show (and clean-up removes) every file.
+        checksummed = jvm.java.lang.Class.forName("org.apache.hadoop.fs.ChecksumFileSystem")
+        self._fs = fs.getRawFileSystem() if checksummed.isInstance(fs) else fs
+
+    def exists(self, path: str) -> bool:
+        return bool(self._fs.exists(self._path(path)))
+
+    def delete(self, path: str) -> None:
+        self._fs.delete(self._path(path), True)
+
+    def mkdirs(self, path: str) -> None:
+        self._fs.mkdirs(self._path(path))
+
+    def rename(self, source: str, target: str) -> None:
+        if not self._fs.rename(self._path(source), self._path(target)):
+            raise OSError(f"cannot move {source} to {target}")
+
+    def list_files(self, path: str) -> list[str]:
+        return [str(s.getPath().toString()) for s in self._fs.listStatus(self._path(path))]
+
+
+def export_carbon(
+    spark: SparkSession,
+    account_emissions: DataFrame,
+    clusters: DataFrame,
+    out: str | Path,
+    *,
+    months: Sequence[dt.date],
+    refreshed_at: dt.datetime,
+    fmt: ExportFormat = "csv",
+    history_months: int = 38,
+    log: Callable[[str], None] = print,
+) -> ExportReport:
+    """Write <out>/<payer>/<YYYY-MM>/ file sets; a payer's first export backfills history."""
+    if not months:
+        raise InputError("nothing to export: no months selected")
+    root = str(out).rstrip("/")
+    files = _Files(spark, root)
+    rows = to_export_rows(account_emissions, clusters, refreshed_at=refreshed_at)
+    payers = sorted(
+        r[0] for r in rows.select("payer_account_id").distinct().collect()
+    )  # one row per payer account: small
+    new_payers = [p for p in payers if not files.exists(f"{root}/{p}")]
+    last = max(months)
+    backfill_from = add_months(last, -(history_months - 1))
+    period = F.to_date(F.substring("usage_period_start", 1, 10))
+    requested = period.isin(*[F.lit(m) for m in months])
+    backfill = (
+        F.col("payer_account_id").isin(*new_payers)
+        & (period >= F.lit(backfill_from))
+        & (period <= F.lit(last))
+    )
+    selected = rows.where(requested | backfill).withColumn(
+        "_part", F.concat_ws("/", "payer_account_id", F.substring("usage_period_start", 1, 7))
+    )
+    staging = f"{root}/_staging"
+    files.delete(staging)
+    writer = (
+        selected.repartition("_part")
+        .sortWithinPartitions("usage_account_id", "region_code", "product_code")
+        .write.partitionBy("_part")
+        .mode("overwrite")
+    )
+    if fmt == "csv":
+        writer.option("header", True).csv(staging)
+    else:
+        writer.parquet(staging)
+    report = ExportReport(backfilled_payers=new_payers, out=root)
+    if not files.exists(staging):
+        return report
+    for part_dir in files.list_files(staging):
+        name = part_dir.rstrip("/").rsplit("/", 1)[-1]
+        if not name.startswith("_part="):
+            continue
+        payer, month = _unescape(name.removeprefix("_part=")).split("/")
+        target = f"{root}/{payer}/{month}"
+        files.delete(target)
+        files.mkdirs(f"{root}/{payer}")
+        files.rename(part_dir, target)
+        for data_file in files.list_files(target):
+            if data_file.rsplit("/", 1)[-1].startswith("part-"):
+                files.rename(data_file, f"{target}/carbon_{payer}_{month}.{fmt}")
+        # Spark's markers and the local file system's .crc side files are not for customers
+        for side_file in files.list_files(target):
+            if side_file.rsplit("/", 1)[-1].startswith((".", "_")):
+                files.delete(side_file)
+        report.written.append((payer, month))
+    files.delete(staging)
+    report.written.sort()
+    log(
+        f"export: {len(report.written)} payer-month file set(s) under {root}"
+        + (f", first export (backfill) for {len(new_payers)} payer(s)" if new_payers else "")
+    )
+    return report
+
+
+def _unescape(value: str) -> str:
+    """Undo Hive partition-path escaping (Spark writes '/' as %2F)."""
+    from urllib.parse import unquote
+
+    return unquote(value)

@@ -1,0 +1,382 @@
+"""The main job: landing -> bronze -> silver -> gold, checked before anything commits.
+
+Order of a run: ingest (bronze + quarantine), site-month quantities (silver),
+allocation (gold), run-time invariants, then one commit per table. If anything
+fails after the first commit, every table written by the run is restored to
+its version from before the run, so a failed run leaves the lake as it was.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from carbon_core import schemas
+from carbon_core.allocation import (
+    AllocationResult,
+    allocate,
+    check_invariants,
+    rack_embodied_monthly,
+)
+from carbon_core.allocation.invariants import InvariantResult
+from carbon_core.config import Config
+from carbon_core.errors import CarbonlakeError, InputError, InvariantError
+from carbon_core.ingest import IngestReport, ingest_landing, read_bronze
+from carbon_core.lake import (
+    TableCheckpoint,
+    read_table,
+    replace_months,
+    replace_where,
+    restore_tables,
+    table_exists,
+    table_version,
+    write_table,
+)
+from carbon_core.months import month_range
+from carbon_core.reference import ReferenceTables, load_reference_tables
+from carbon_core.silver import SiteMonthlyResult, build_site_monthly
+
+Log = Callable[[str], None]
+
+SILVER_SITE_MONTHLY = "silver/site_monthly"
+SILVER_INSTRUMENT_SURPLUS = "silver/instrument_surplus"
+GOLD_ACCOUNT_EMISSIONS = "gold/account_emissions"
+GOLD_UNALLOCATED = "gold/unallocated"
+GOLD_RACK_UTILISATION = "gold/rack_utilisation"
+GOLD_CLUSTER_EFFICIENCY = "gold/cluster_efficiency"
+GOLD_RUN_LOG = "gold/run_log"
+INVOICE_QUARANTINE = "quarantine/utility_invoices"
+SITE_ENERGY_STAGE = "site_energy"
+
+MONTHLY_TABLES: tuple[str, ...] = (
+    SILVER_SITE_MONTHLY,
+    SILVER_INSTRUMENT_SURPLUS,
+    GOLD_ACCOUNT_EMISSIONS,
+    GOLD_UNALLOCATED,
+    GOLD_RACK_UTILISATION,
+    GOLD_CLUSTER_EFFICIENCY,
+)
+
+
+@dataclass
+class StageReport:
+    """What one stage read, wrote and quarantined, and how long it took."""
+
+    name: str
+    rows_in: int
+    rows_out: int
+    rows_quarantined: int
+    seconds: float
+
+    def line(self) -> str:
+        return (
+            f"stage {self.name}: {self.rows_in} in, {self.rows_out} out, "
+            f"{self.rows_quarantined} quarantined, {self.seconds:.1f} s"
+        )
+
+
+@dataclass
+class RunReport:
+    """The outcome of one run: its months, stages, invariants and table versions."""
+
+    run_id: str
+    months: list[dt.date]
+    stages: list[StageReport] = field(default_factory=list)
+    invariants: list[InvariantResult] = field(default_factory=list)
+    ingest: IngestReport | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def lake_path(lake: Path | str, table: str) -> str:
+    """Location of a lake table."""
+    return str(Path(lake) / table)
+
+
+def resolve_run_months(
+    usage: DataFrame, month_from: dt.date | None, month_to: dt.date | None
+) -> list[dt.date]:
+    """The run's months: the given range, else the months spanned by usage."""
+    if month_from is not None and month_to is not None:
+        return month_range(month_from, month_to)
+    bounds = usage.select(
+        F.min(F.trunc("usage_start", "month")).alias("first"),
+        F.max(F.trunc("usage_start", "month")).alias("last"),
+    ).first()
+    if bounds is None or bounds["first"] is None:
+        raise InputError("no usage rows: give the months to run with --from and --to")
+    return month_range(month_from or bounds["first"], month_to or bounds["last"])
+
+
+def _timed(log: Log, name: str) -> Callable[[int, int, int], StageReport]:
+    started = time.monotonic()
+
+    def finish(rows_in: int, rows_out: int, quarantined: int) -> StageReport:
+        report = StageReport(name, rows_in, rows_out, quarantined, time.monotonic() - started)
+        log(report.line())
+        return report
+
+    return finish
+
+
+def _persist(df: DataFrame) -> DataFrame:
+    return df.persist(StorageLevel.MEMORY_AND_DISK)
+
+
+def run_pipeline(
+    spark: SparkSession,
+    config: Config,
+    *,
+    month_from: dt.date | None = None,
+    month_to: dt.date | None = None,
+    skip_ingest: bool = False,
+    log: Log = print,
+) -> RunReport:
+    """Run landing -> bronze -> silver -> gold for the months; commit only if invariants hold."""
+    started_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    run_id = uuid.uuid4().hex
+    lake = Path(config.lake)
+    reference = load_reference_tables(spark, config.reference)
+    checkpoints = _checkpoints(spark, lake)
+    try:
+        report = _run(
+            spark,
+            config,
+            reference,
+            run_id=run_id,
+            month_from=month_from,
+            month_to=month_to,
+            skip_ingest=skip_ingest,
+            log=log,
+        )
+        _append_run_log(spark, lake, report, started_at, reference)
+    except BaseException:
+        restore_tables(spark, checkpoints)
+        raise
+    return report
+
+
+def _checkpoints(spark: SparkSession, lake: Path) -> list[TableCheckpoint]:
+    names = [f"bronze/{d.name}" for d in schemas.DATASETS]
+    names += [f"quarantine/{d.name}" for d in schemas.DATASETS]
+    names += list(MONTHLY_TABLES)
+    return [
+        TableCheckpoint(lake_path(lake, n), table_version(spark, lake_path(lake, n))) for n in names
+    ]
+
+
+def _run(
+    spark: SparkSession,
+    config: Config,
+    reference: ReferenceTables,
+    *,
+    run_id: str,
+    month_from: dt.date | None,
+    month_to: dt.date | None,
+    skip_ingest: bool,
+    log: Log,
+) -> RunReport:
+    lake = Path(config.lake)
+    ingest_report: IngestReport | None = None
+    if not skip_ingest:
+        ingest_report = ingest_landing(
+            spark, Path(config.landing), lake, reference=reference, log=log
+        )
+    bronze = {d.name: read_bronze(spark, lake, d.name) for d in schemas.DATASETS}
+    months = resolve_run_months(bronze["usage"], month_from, month_to)
+    for month in months:
+        if config.methodology.version_for(month) is None:
+            raise CarbonlakeError(f"no methodology version configured for {month:%Y-%m}")
+    log(f"run {run_id}: months {months[0]:%Y-%m} .. {months[-1]:%Y-%m} ({len(months)})")
+    report = RunReport(run_id=run_id, months=months, ingest=ingest_report)
+
+    finish = _timed(log, "site_monthly")
+    silver = build_site_monthly(
+        sites=bronze["sites"],
+        racks=bronze["racks"],
+        rack_telemetry=bronze["rack_telemetry"],
+        utility_invoices=bronze["utility_invoices"],
+        electricity_prices=bronze["electricity_prices"],
+        fuel_records=bronze["fuel_records"],
+        energy_contracts=bronze["energy_contracts"],
+        site_water=bronze["site_water"],
+        reference=reference,
+        months=months,
+        methodology=config.methodology,
+    )
+    silver = _persist_silver(silver)
+    invoices_quarantined = silver.invoice_quarantine.count()
+    report.stages.append(
+        finish(
+            bronze["utility_invoices"].count(), silver.site_monthly.count(), invoices_quarantined
+        )
+    )
+    report.warnings.extend(_silver_warnings(silver))
+    for warning in report.warnings:
+        log(f"warning: {warning}")
+
+    finish = _timed(log, "allocation")
+    allocation = allocate(
+        site_monthly=silver.site_monthly,
+        clusters=bronze["clusters"],
+        sites=bronze["sites"],
+        racks=bronze["racks"],
+        rack_telemetry=bronze["rack_telemetry"],
+        accounts=bronze["accounts"],
+        service_catalog=bronze["service_catalog"],
+        usage=bronze["usage"],
+        months=months,
+        methodology=config.methodology,
+    )
+    allocation = AllocationResult(
+        account_emissions=_persist(allocation.account_emissions),
+        unallocated=_persist(allocation.unallocated),
+        rack_utilisation=_persist(allocation.rack_utilisation),
+    )
+    report.stages.append(
+        finish(
+            bronze["usage"].count(),
+            allocation.account_emissions.count(),
+            0,
+        )
+    )
+
+    finish = _timed(log, "invariants")
+    rack_embodied = rack_embodied_monthly(
+        bronze["racks"], months, it_lifetime_months=config.methodology.it_lifetime_months
+    )
+    report.invariants = check_invariants(
+        site_monthly=silver.site_monthly,
+        rack_embodied=rack_embodied,
+        account_emissions=allocation.account_emissions,
+        unallocated=allocation.unallocated,
+        accounts=bronze["accounts"],
+        rel_tolerance=config.methodology.invariant_rel_tolerance,
+    )
+    failed = [r for r in report.invariants if not r.ok]
+    report.stages.append(finish(len(report.invariants), len(report.invariants) - len(failed), 0))
+    if failed:
+        first = failed[0]
+        raise InvariantError(
+            f"invariant {first.check} broken for {first.month:%Y-%m}, {first.quantity}: "
+            f"expected {first.expected!r}, got {first.actual!r} "
+            f"(difference {first.actual - first.expected!r}); {len(failed)} check(s) failed, "
+            "nothing committed"
+        )
+
+    finish = _timed(log, "commit")
+    _commit(spark, lake, months, silver, allocation)
+    report.stages.append(finish(0, len(MONTHLY_TABLES), 0))
+    return report
+
+
+def _persist_silver(silver: SiteMonthlyResult) -> SiteMonthlyResult:
+    return SiteMonthlyResult(
+        **{
+            name: _persist(value) if isinstance(value, DataFrame) else value
+            for name, value in vars(silver).items()
+        }
+    )
+
+
+def _silver_warnings(silver: SiteMonthlyResult) -> list[str]:
+    warnings = []
+    missing = getattr(silver, "sites_without_building_date", None)
+    if isinstance(missing, DataFrame):
+        ids = sorted(r[0] for r in missing.select("site_id").distinct().limit(20).collect())
+        if ids:
+            warnings.append(
+                "no building_in_service_date, so no building Scope 3 for site(s): " + ", ".join(ids)
+            )
+    elif isinstance(missing, int) and missing:
+        warnings.append(f"{missing} site(s) without building_in_service_date: no building Scope 3")
+    return warnings
+
+
+def _commit(
+    spark: SparkSession,
+    lake: Path,
+    months: Sequence[dt.date],
+    silver: SiteMonthlyResult,
+    allocation: AllocationResult,
+) -> None:
+    """One atomic month-replacing commit per table (the caller restores on failure)."""
+    writes: list[tuple[str, DataFrame]] = [
+        (SILVER_SITE_MONTHLY, silver.site_monthly),
+        (SILVER_INSTRUMENT_SURPLUS, silver.instrument_surplus),
+        (GOLD_CLUSTER_EFFICIENCY, silver.cluster_efficiency),
+        (GOLD_RACK_UTILISATION, allocation.rack_utilisation),
+        (GOLD_ACCOUNT_EMISSIONS, allocation.account_emissions),
+        (GOLD_UNALLOCATED, allocation.unallocated),
+    ]
+    for table, frame in writes:
+        replace_months(frame, lake_path(lake, table), months=months)
+    replace_where(
+        silver.invoice_quarantine.select(*schemas.QUARANTINE.fieldNames()),
+        lake_path(lake, INVOICE_QUARANTINE),
+        predicate=f"stage = '{SITE_ENERGY_STAGE}'",
+    )
+
+
+def _input_versions(spark: SparkSession, lake: Path) -> dict[str, int]:
+    versions = {}
+    for dataset in schemas.DATASETS:
+        version = table_version(spark, lake_path(lake, f"bronze/{dataset.name}"))
+        if version is not None:
+            versions[f"bronze/{dataset.name}"] = version
+    return versions
+
+
+def _append_run_log(
+    spark: SparkSession,
+    lake: Path,
+    report: RunReport,
+    started_at: dt.datetime,
+    reference: ReferenceTables,
+) -> None:
+    invariants = [
+        {
+            "month": r.month.isoformat(),
+            "check": r.check,
+            "quantity": r.quantity,
+            "expected": r.expected,
+            "actual": r.actual,
+            "ok": r.ok,
+        }
+        for r in report.invariants
+    ]
+    message = json.dumps(
+        {
+            "stages": [vars(s) for s in report.stages],
+            "reference_files": reference.files,
+            "warnings": report.warnings,
+        }
+    )
+    row = (
+        report.run_id,
+        started_at,
+        dt.datetime.now(dt.timezone.utc).replace(tzinfo=None),
+        "succeeded",
+        report.months,
+        _input_versions(spark, lake),
+        json.dumps(invariants),
+        message,
+    )
+    frame = spark.createDataFrame([row], schemas.RUN_LOG)
+    write_table(frame, lake_path(lake, GOLD_RUN_LOG), mode="append")
+
+
+def read_lake_table(spark: SparkSession, lake: Path | str, table: str) -> DataFrame:
+    """Read a lake table by its name (e.g. 'gold/account_emissions'), with a clear error."""
+    path = lake_path(lake, table)
+    if not table_exists(spark, path):
+        raise InputError(f"lake table not found: {path} (run `carbonlake run` first)")
+    return read_table(spark, path)
