@@ -113,10 +113,10 @@ class _Files:
     """Hadoop FileSystem calls, so exports work on local disks and object stores alike."""
 
     def __init__(self, spark: SparkSession, root: str) -> None:
-        jvm = spark.sparkContext._jvm  # noqa: SLF001 - Hadoop FS has no Python API
+        jvm = spark.sparkContext._jvm  # Hadoop FS has no Python API
         self._jvm = jvm
         self._path = jvm.org.apache.hadoop.fs.Path
-        conf = spark.sparkContext._jsc.hadoopConfiguration()  # noqa: SLF001
+        conf = spark.sparkContext._jsc.hadoopConfiguration()
         fs = self._path(root).getFileSystem(conf)
         # The local file system wraps a raw one and writes hidden .crc side files; go
         # around it so that listings show (and clean-up removes) every file.
