@@ -8,9 +8,13 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from carbon_core.config import Config, load_config, parse_month
 from carbon_core.errors import CarbonlakeError
+
+if TYPE_CHECKING:
+    from carbon_core.ingest import IngestReport
 
 
 def _month(text: str) -> dt.date:
@@ -84,6 +88,13 @@ def _config(args: argparse.Namespace) -> Config:
     )
 
 
+def _ingest_total(report: IngestReport) -> str:
+    return (
+        f"ingest total: {report.rows_in} landing rows = {report.bronze_rows} bronze + "
+        f"{report.quarantined_rows} quarantined"
+    )
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from carbon_core.generate import generate_world
     from carbon_core.session import build_spark_session
@@ -119,7 +130,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     spark = build_spark_session(config.spark)
     reference = load_reference_tables(spark, config.reference)
     report = ingest_landing(spark, config.landing, config.lake, reference=reference)
-    print(report.summary_line())
+    print(_ingest_total(report))
     return 0
 
 
@@ -143,7 +154,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         skip_ingest=args.skip_ingest,
     )
     if report.ingest is not None:
-        print(report.ingest.summary_line())
+        print(_ingest_total(report.ingest))
     checks = len(report.invariants)
     print(
         f"invariants: {checks} checks passed (conservation per month and quantity, "

@@ -1,0 +1,106 @@
+"""Column helpers shared by the allocation steps: quantity vectors, names, versions."""
+
+from __future__ import annotations
+
+from functools import reduce
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from carbon_core.schemas import QUANTITIES
+
+V1 = "v1.0"
+V2 = "v2.0"
+
+ENERGY = "energy_kwh"
+SCOPE3 = "scope3_kg"
+
+# gold/unallocated reasons (METHODOLOGY section 7).
+NETWORK_OVERHEAD = "network_overhead"
+UNUSED_CAPACITY = "unused_capacity"
+NO_CONSUMERS = "no_consumers"
+REGION_EXPANSION = "region_expansion"
+NO_BASIS = "no_basis"
+REASONS: tuple[str, ...] = (
+    NETWORK_OVERHEAD,
+    UNUSED_CAPACITY,
+    NO_CONSUMERS,
+    REGION_EXPANSION,
+    NO_BASIS,
+)
+
+# Keys of the intermediate frames.
+MONTH_KEYS: tuple[str, ...] = ("month", "model_version")
+POOL_KEYS: tuple[str, ...] = ("month", "model_version", "cluster_id")
+ROW_KEYS: tuple[str, ...] = (
+    "month",
+    "model_version",
+    "cluster_id",
+    "payer_account_id",
+    "usage_account_id",
+    "product_code",
+)
+
+
+def is_v1() -> Column:
+    """True in months allocated under methodology v1.0."""
+    return F.col("model_version") == F.lit(V1)
+
+
+def is_v2() -> Column:
+    """True in months allocated under methodology v2.0."""
+    return F.col("model_version") == F.lit(V2)
+
+
+def quantities() -> list[Column]:
+    """The quantity columns, unchanged."""
+    return [F.col(q) for q in QUANTITIES]
+
+
+def filled_quantities(prefix: str = "") -> list[Column]:
+    """The quantity columns (optionally prefixed in the input) with null read as 0."""
+    return [F.coalesce(F.col(prefix + q), F.lit(0.0)).cast("double").alias(q) for q in QUANTITIES]
+
+
+def scaled_quantities(factor: Column, prefix: str = "") -> list[Column]:
+    """Every quantity multiplied by one factor (one allocation step, one weight)."""
+    return [(F.col(prefix + q) * factor).alias(q) for q in QUANTITIES]
+
+
+def summed_quantities(prefix: str = "") -> list[Column]:
+    """Aggregations summing every quantity (output names without the prefix)."""
+    return [F.sum(prefix + q).alias(prefix + q) for q in QUANTITIES]
+
+
+def prefixed_quantities(prefix: str) -> list[Column]:
+    """The quantity columns renamed with a prefix (to keep them apart in a join)."""
+    return [F.col(q).alias(prefix + q) for q in QUANTITIES]
+
+
+def any_quantity_nonzero() -> Column:
+    """True when at least one quantity of the row is not zero."""
+    return reduce(lambda a, b: a | b, [F.coalesce(F.col(q), F.lit(0.0)) != 0 for q in QUANTITIES])
+
+
+def ratio(numerator: Column, denominator: Column) -> Column:
+    """numerator / denominator when the denominator is positive, else 0."""
+    return F.when(denominator > 0, numerator / denominator).otherwise(F.lit(0.0))
+
+
+def unallocated_rows(reason: str) -> list[Column]:
+    """The columns of an unallocated piece: pool keys, reason, quantities."""
+    return [*(F.col(k) for k in POOL_KEYS), F.lit(reason).alias("reason"), *quantities()]
+
+
+def conform(df: DataFrame, schema: T.StructType) -> DataFrame:
+    """Select the schema's columns in its order, cast, and as nullable as it says."""
+    columns = []
+    for field in schema.fields:
+        column = F.col(field.name).cast(field.dataType)
+        if field.nullable:
+            # A CASE without ELSE is nullable: keeps the table schema exact even when the
+            # input column cannot be null (e.g. a month from the run's calendar).
+            column = F.when(column.isNotNull(), column)
+        columns.append(column.alias(field.name))
+    return df.select(*columns)

@@ -1,0 +1,27 @@
+"""Landing zone -> bronze tables + quarantine (typing, dataset rules, foreign keys, duplicates)."""
+
+from carbon_core.ingest.bronze import (
+    INGEST_ORDER,
+    DatasetReport,
+    IngestReport,
+    bronze_path,
+    ingest_dataset,
+    ingest_landing,
+    quarantine_path,
+    read_bronze,
+)
+from carbon_core.ingest.landing import read_landing
+from carbon_core.ingest.rules import validate
+
+__all__ = [
+    "INGEST_ORDER",
+    "DatasetReport",
+    "IngestReport",
+    "bronze_path",
+    "ingest_dataset",
+    "ingest_landing",
+    "quarantine_path",
+    "read_bronze",
+    "read_landing",
+    "validate",
+]

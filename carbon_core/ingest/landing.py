@@ -1,0 +1,239 @@
+"""Read a landing dataset: every CSV and Parquet file under <landing>/<dataset>/, as strings.
+
+The result has one row per landing row (malformed CSV lines included) with the
+dataset's columns as untouched strings, the row's values as a JSON object
+(`raw`, extra columns included), its file and a malformed-line flag. Typing and
+rules come later (rules.py), so nothing is dropped or inferred here.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+from collections.abc import Sequence
+from functools import reduce
+from pathlib import Path
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from carbon_core.errors import InputError
+from carbon_core.schemas import Dataset
+
+RAW = "raw"
+SOURCE_FILE = "_source_file"
+MALFORMED = "_malformed"
+CORRUPT_RECORD = "_corrupt_record"
+# Key under which a malformed CSV line's text is kept in `raw`.
+RAW_LINE_KEY = "_line"
+
+CSV_SUFFIXES = (".csv", ".csv.gz")
+PARQUET_SUFFIXES = (".parquet",)
+PARQUET_MAGIC = b"PAR1"
+# Spark's convention: files starting with these are metadata (_SUCCESS, .crc), not data.
+HIDDEN_PREFIXES = ("_", ".")
+ISO_TIMESTAMP_FORMAT = "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX"
+TO_JSON_OPTIONS = {"ignoreNullFields": "true"}
+
+
+def landing_columns(dataset: Dataset) -> list[str]:
+    """The columns of read_landing's output, in order."""
+    return [*dataset.columns, RAW, SOURCE_FILE, MALFORMED]
+
+
+def _landing_struct(dataset: Dataset) -> T.StructType:
+    return T.StructType(
+        [T.StructField(c, T.StringType(), True) for c in [*dataset.columns, RAW, SOURCE_FILE]]
+        + [T.StructField(MALFORMED, T.BooleanType(), True)]
+    )
+
+
+def empty_landing(spark: SparkSession, dataset: Dataset) -> DataFrame:
+    """An empty frame shaped like read_landing's output (optional dataset not delivered)."""
+    return spark.createDataFrame([], _landing_struct(dataset))
+
+
+def _is_data_file(path: Path, suffixes: tuple[str, ...]) -> bool:
+    name = path.name.lower()
+    return path.is_file() and not name.startswith(HIDDEN_PREFIXES) and name.endswith(suffixes)
+
+
+def landing_files(folder: Path) -> tuple[list[Path], list[Path]]:
+    """CSV and Parquet files under folder, recursively, sorted (hidden files skipped)."""
+    files = sorted(p for p in folder.rglob("*") if not _hidden_path(p, folder))
+    csvs = [p for p in files if _is_data_file(p, CSV_SUFFIXES)]
+    parquets = [p for p in files if _is_data_file(p, PARQUET_SUFFIXES)]
+    return csvs, parquets
+
+
+def _hidden_path(path: Path, root: Path) -> bool:
+    return any(part.startswith(HIDDEN_PREFIXES) for part in path.relative_to(root).parts)
+
+
+def _csv_header(file: Path) -> list[str] | None:
+    """The header's column names (stripped), or None for an empty file."""
+    opener = gzip.open if file.name.lower().endswith(".gz") else open
+    try:
+        with opener(file, "rb") as handle:
+            first = handle.readline()
+            line = first.decode("utf-8-sig", errors="replace")
+            row = next(csv.reader(io.StringIO(line)), None)
+    except (OSError, EOFError, csv.Error) as error:
+        raise InputError(f"cannot read landing file {file}: {error}") from None
+    if not row or all(name.strip() == "" for name in row):
+        return None
+    names = [name.strip() or f"_c{i}" for i, name in enumerate(row)]
+    lowered = [n.lower() for n in names]
+    duplicates = sorted({n for n in lowered if lowered.count(n) > 1})
+    if duplicates:
+        raise InputError(f"landing file {file} has duplicate column(s): {', '.join(duplicates)}")
+    return names
+
+
+def _file_path(uri_column: Column) -> Column:
+    """A local file URI (file:/a%20b.csv) as the plain path; other schemes unchanged."""
+    local = F.regexp_replace(uri_column, r"^file:(//)?", "")
+    # Hadoop percent-encodes the path but leaves '+' literal; url_decode would read it as space.
+    decoded = F.url_decode(F.regexp_replace(local, r"\+", "%2B"))
+    return F.when(uri_column.startswith("file:"), decoded).otherwise(uri_column)
+
+
+def _read_csv_group(spark: SparkSession, files: Sequence[Path], header: Sequence[str]) -> DataFrame:
+    """CSV files sharing one header, every column a string, malformed lines kept."""
+    schema = T.StructType(
+        [T.StructField(name, T.StringType(), True) for name in header]
+        + [T.StructField(CORRUPT_RECORD, T.StringType(), True)]
+    )
+    frame = (
+        spark.read.schema(schema)
+        .option("header", "true")
+        .option("mode", "PERMISSIVE")
+        .option("columnNameOfCorruptRecord", CORRUPT_RECORD)
+        .option("enforceSchema", "true")
+        # RFC 4180 (Python's csv, pandas): a quote inside a quoted field is doubled
+        .option("escape", '"')
+        .csv([str(f) for f in files])
+    )
+    return frame.select(
+        *(F.col(f"`{name}`") for name in header),
+        CORRUPT_RECORD,
+        F.col("_metadata.file_path").alias(SOURCE_FILE),
+    )
+
+
+def _as_string(field: T.StructField) -> Column:
+    """A Parquet column as text: timestamps ISO-8601 with offset, nested types as JSON."""
+    column = F.col(f"`{field.name}`")
+    dtype = field.dataType
+    if isinstance(dtype, T.TimestampType):
+        return F.date_format(column, ISO_TIMESTAMP_FORMAT)
+    if isinstance(dtype, T.TimestampNTZType):
+        return F.regexp_replace(column.cast("string"), " ", "T")
+    if isinstance(dtype, T.StructType | T.ArrayType | T.MapType):
+        return F.to_json(column)
+    return column.cast("string")
+
+
+def _parquet_as_strings(frame: DataFrame) -> DataFrame:
+    return frame.select(
+        *(_as_string(f).alias(f.name) for f in frame.schema.fields),
+        F.lit(None).cast("string").alias(CORRUPT_RECORD),
+        F.col("_metadata.file_path").alias(SOURCE_FILE),
+    )
+
+
+def _check_parquet_magic(file: Path) -> None:
+    """Fail early, naming the file, when it cannot be Parquet (no PAR1 head and tail)."""
+    try:
+        with file.open("rb") as handle:
+            head = handle.read(len(PARQUET_MAGIC))
+            handle.seek(0, io.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(size - len(PARQUET_MAGIC), 0))
+            tail = handle.read(len(PARQUET_MAGIC))
+    except OSError as error:
+        raise InputError(f"cannot read landing file {file}: {error}") from None
+    if head != PARQUET_MAGIC or tail != PARQUET_MAGIC:
+        raise InputError(f"landing file {file} is not a readable Parquet file")
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    for line in text.splitlines():
+        if "FAILED_READ_FILE" in line or "Exception" in line or "Error" in line:
+            return line.strip()[:500]
+    return text.splitlines()[0][:500] if text else type(error).__name__
+
+
+def _read_one_parquet(spark: SparkSession, file: Path) -> DataFrame:
+    try:
+        return _parquet_as_strings(spark.read.parquet(str(file)))
+    except Exception as error:  # the JVM error is reduced to one line naming the file
+        raise InputError(f"cannot read landing file {file}: {_first_line(error)}") from None
+
+
+def _read_parquet(spark: SparkSession, files: Sequence[Path]) -> DataFrame:
+    """Parquet files as strings; files whose schemas do not merge are read one by one."""
+    for file in files:
+        _check_parquet_magic(file)
+    try:
+        merged = spark.read.option("mergeSchema", "true").parquet(*(str(f) for f in files))
+        return _parquet_as_strings(merged)
+    except Exception:  # a conflict of column types or a broken file: find out file by file
+        frames = [_read_one_parquet(spark, f) for f in files]
+        return reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames)
+
+
+def _landing_values(frame: DataFrame, dataset: Dataset) -> DataFrame:
+    """Project the union of files onto the landing contract (landing_columns)."""
+    by_lower = {c.lower(): c for c in frame.columns if c not in (CORRUPT_RECORD, SOURCE_FILE)}
+    value_columns = list(by_lower.values())
+    raw = F.to_json(
+        F.struct(
+            *(F.col(f"`{c}`") for c in value_columns),
+            F.col(CORRUPT_RECORD).alias(RAW_LINE_KEY),
+        ),
+        TO_JSON_OPTIONS,
+    )
+    typed_names = [
+        (F.col(f"`{by_lower[c]}`") if c in by_lower else F.lit(None).cast("string")).alias(c)
+        for c in dataset.columns
+    ]
+    return frame.select(
+        *typed_names,
+        raw.alias(RAW),
+        _file_path(F.col(SOURCE_FILE)).alias(SOURCE_FILE),
+        F.col(CORRUPT_RECORD).isNotNull().alias(MALFORMED),
+    )
+
+
+def read_landing(spark: SparkSession, landing: Path, dataset: Dataset) -> DataFrame:
+    """Every CSV/Parquet file of a dataset, unioned by name, columns as strings.
+
+    A missing folder is an InputError for a mandatory dataset and an empty frame
+    for an optional one; an unreadable file is an InputError naming it.
+    """
+    folder = Path(landing) / dataset.name
+    if not folder.is_dir():
+        if dataset.mandatory:
+            raise InputError(f"landing dataset {dataset.name!r} not found: {folder}")
+        return empty_landing(spark, dataset)
+    csvs, parquets = landing_files(folder)
+    if not csvs and not parquets:
+        if dataset.mandatory:
+            raise InputError(f"landing dataset {dataset.name!r} has no data file: {folder}")
+        return empty_landing(spark, dataset)
+    groups: dict[tuple[str, ...], list[Path]] = {}
+    for file in csvs:
+        header = _csv_header(file)
+        if header is not None:
+            groups.setdefault(tuple(header), []).append(file)
+    frames = [_read_csv_group(spark, files, header) for header, files in groups.items()]
+    if parquets:
+        frames.append(_read_parquet(spark, parquets))
+    if not frames:
+        return empty_landing(spark, dataset)
+    union = reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames)
+    return _landing_values(union, dataset)

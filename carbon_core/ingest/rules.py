@@ -1,0 +1,593 @@
+"""Validation of landing rows: typing (try_cast), dataset rules, foreign keys, duplicate keys.
+
+Every function here is a pure DataFrame -> DataFrame step. Rows are never
+dropped: each failed rule appends its reason to an array column, and
+`finalise` turns that array into one `reason` string (null for a valid row).
+A row lists all the reasons it fails, in the order of the steps (types,
+required columns, dataset rules, foreign keys, duplicate key, self-references),
+joined by "; ". A malformed CSV line gets only its own reason, because its
+values are misaligned and any other reason would be noise.
+
+Foreign keys are checked against the valid (bronze) rows of the parent
+datasets, by left joins with the small parent tables broadcast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from functools import reduce
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from carbon_core import schemas
+from carbon_core.ingest.landing import MALFORMED, RAW, SOURCE_FILE
+from carbon_core.schemas import Dataset
+
+REASONS = "_reasons"  # array<string>; a null entry is a rule that passed
+REASON = "reason"
+REASON_SEPARATOR = "; "
+
+# --- reason texts (stable: tests, dashboards and users filter on them) --------
+MALFORMED_LINE = "malformed CSV line"
+DUPLICATE_KEY = "duplicate key"
+PERIOD_NOT_INCREASING = "period_end not after period_start"
+UNKNOWN_FUEL_FACTOR = "unknown fuel factor (source_type, unit)"
+LATITUDE_OUT_OF_RANGE = "latitude out of range [-90, 90]"
+LONGITUDE_OUT_OF_RANGE = "longitude out of range [-180, 180]"
+PUE_BELOW_ONE = "design_pue below 1"
+SUBDIVISION_MISMATCH = "subdivision_code does not match country_code"
+NOT_FOUNDATIONAL = "product_code is not a foundational product"
+CAPACITY_NOT_POSITIVE = "capacity not > 0"
+NETWORK_CAPACITY = "network rack capacity not empty or 0"
+RETIRED_BEFORE_SERVICE = "retired_date not after in_service_date"
+NOT_ON_THE_HOUR = "{column} not on the hour"
+USED_OUT_OF_RANGE = "used_capacity out of range [0, capacity]"
+NETWORK_USED = "used_capacity given for a network rack"
+PAYER_NOT_SELF_PAYING = "payer_account_id is not a payer account"
+WRONG_PAYER = "usage_account_id's payer is not payer_account_id"
+MISSING_ENERGY_OR_AMOUNT = "missing energy_kwh or amount with currency"
+MISSING_SITE_OR_BOUNDARY = "missing site_id or market_boundary"
+
+
+def invalid_reason(dtype: T.DataType, column: str) -> str:
+    """'invalid <type> in <column>': a value that does not parse as the column's type."""
+    return f"invalid {dtype.simpleString()} in {column}"
+
+
+def missing_reason(column: str) -> str:
+    """'missing <column>': a required value is empty."""
+    return f"missing {column}"
+
+
+def unknown_reason(column: str) -> str:
+    """'unknown <column>': a foreign key with no valid parent row."""
+    return f"unknown {column}"
+
+
+def negative_reason(column: str) -> str:
+    """'negative <column>': a quantity below zero."""
+    return f"negative {column}"
+
+
+def enum_reason(column: str, allowed: Sequence[str]) -> str:
+    """'<column> not in (a, b)': a value outside its enumeration."""
+    return f"{column} not in ({', '.join(allowed)})"
+
+
+# --- enumerations -------------------------------------------------------------
+CLUSTER_KINDS = ("region", "edge")
+COMPUTE, STORAGE, NETWORK = "compute", "storage", "network"
+RACK_TYPES = (COMPUTE, STORAGE, NETWORK)
+CAPACITY_RACK_TYPES = (COMPUTE, STORAGE)
+FOUNDATIONAL, NON_FOUNDATIONAL = "foundational", "non_foundational"
+CATALOG_KINDS = (FOUNDATIONAL, NON_FOUNDATIONAL)
+INSTRUMENTS = ("ppa", "rec", "go", "green_tariff", "supplier")
+
+LATITUDE_LIMIT = 90.0
+LONGITUDE_LIMIT = 180.0
+MIN_PUE = 1.0
+
+# Parents whose valid rows a dataset's foreign keys point to (self-references excluded).
+PARENTS: dict[str, tuple[str, ...]] = {
+    "clusters": (),
+    "sites": ("clusters",),
+    "accounts": (),
+    "service_catalog": ("accounts",),
+    "racks": ("sites", "service_catalog"),
+    "rack_telemetry": ("racks",),
+    "usage": ("accounts", "service_catalog", "clusters"),
+    "electricity_prices": (),
+    "utility_invoices": ("sites",),
+    "fuel_records": ("sites",),
+    "energy_contracts": ("sites",),
+    "site_water": ("sites",),
+}
+
+# --- Column -> Column parsers -------------------------------------------------
+_DATE_RE = r"^\d{4}-\d{2}-\d{2}$"
+# ISO-8601: date, optional [T ]HH:MM[:SS[.fraction]], optional Z or +HH:MM offset.
+_TIMESTAMP_RE = (
+    r"^(\d{4}-\d{2}-\d{2})"  # 1: date
+    r"(?:[T ](\d{2}:\d{2})(:\d{2}(?:\.\d{1,9})?)?)?"  # 2: HH:MM, 3: :SS.fraction
+    r"(Z|[+-]\d{2}:?\d{2})?$"  # 4: offset
+)
+_INFINITIES = (float("inf"), float("-inf"))
+
+
+def clean_text(column: Column) -> Column:
+    """Trimmed string; empty becomes null."""
+    trimmed = F.trim(column)
+    return F.when(trimmed != F.lit(""), trimmed)
+
+
+def parse_double(text: Column) -> Column:
+    """A finite double, else null (NaN and infinities would poison every sum)."""
+    value = text.try_cast(T.DoubleType())
+    finite = ~F.isnan(value) & ~value.isin(*_INFINITIES)
+    return F.when(finite, value)
+
+
+def parse_boolean(text: Column) -> Column:
+    """true/false in any case, else null."""
+    lowered = F.lower(text)
+    return F.when(lowered == "true", F.lit(True)).when(lowered == "false", F.lit(False))
+
+
+def parse_timestamp(text: Column) -> Column:
+    """ISO-8601 instant; no offset means UTC, a plain date means midnight UTC."""
+
+    def part(group: int) -> Column:
+        return F.regexp_extract(text, _TIMESTAMP_RE, group)
+
+    normalised = F.concat(
+        part(1),
+        F.lit("T"),
+        F.when(part(2) == "", F.lit("00:00")).otherwise(part(2)),
+        F.when(part(3) == "", F.lit(":00")).otherwise(part(3)),
+        F.when(part(4) == "", F.lit("Z")).otherwise(part(4)),
+    )
+    return F.when(text.rlike(_TIMESTAMP_RE), normalised.try_cast(T.TimestampType()))
+
+
+def parse_date(text: Column) -> Column:
+    """YYYY-MM-DD; a timestamp at midnight UTC (Parquet writers' dates) is accepted too."""
+    as_timestamp = parse_timestamp(text)
+    at_midnight = as_timestamp == F.date_trunc("day", as_timestamp)
+    return F.when(text.rlike(_DATE_RE), text.try_cast(T.DateType())).when(
+        at_midnight, as_timestamp.cast(T.DateType())
+    )
+
+
+def parse_value(text: Column, dtype: T.DataType) -> Column:
+    """Typed value of cleaned text; null when it does not parse."""
+    if isinstance(dtype, T.StringType):
+        return text
+    if isinstance(dtype, T.DoubleType):
+        return parse_double(text)
+    if isinstance(dtype, T.BooleanType):
+        return parse_boolean(text)
+    if isinstance(dtype, T.TimestampType):
+        return parse_timestamp(text)
+    if isinstance(dtype, T.DateType):
+        return parse_date(text)
+    return text.try_cast(dtype)
+
+
+def on_the_hour(column: Column) -> Column:
+    """True when a timestamp has no minutes, seconds or fraction."""
+    return column == F.date_trunc("hour", column)
+
+
+# --- DataFrame steps ----------------------------------------------------------
+Check = tuple[Column, str]  # (the rule is broken, reason)
+Parents = Mapping[str, DataFrame]  # dataset name -> its valid (bronze) rows
+
+
+def _reason_array(checks: Sequence[Check]) -> Column:
+    return F.array(*(F.when(broken, F.lit(reason)) for broken, reason in checks))
+
+
+def add_reasons(df: DataFrame, checks: Sequence[Check]) -> DataFrame:
+    """Append a reason for each broken check (a null condition counts as passed)."""
+    if not checks:
+        return df
+    others = [F.col(f"`{c}`") for c in df.columns if c != REASONS]
+    return df.select(*others, F.concat(F.col(REASONS), _reason_array(checks)).alias(REASONS))
+
+
+def cast_typed(df: DataFrame, dataset: Dataset) -> DataFrame:
+    """Landing strings -> typed columns; unparseable values and empty required ones are reasons."""
+    texts = {f.name: clean_text(F.col(f.name)) for f in dataset.schema.fields}
+    values = {f.name: parse_value(texts[f.name], f.dataType) for f in dataset.schema.fields}
+    invalid = [
+        (texts[f.name].isNotNull() & values[f.name].isNull(), invalid_reason(f.dataType, f.name))
+        for f in dataset.schema.fields
+    ]
+    missing = [(texts[name].isNull(), missing_reason(name)) for name in dataset.required]
+    return df.select(
+        *(values[name].alias(name) for name in dataset.columns),
+        RAW,
+        SOURCE_FILE,
+        MALFORMED,
+        _reason_array([*invalid, *missing]).alias(REASONS),
+    )
+
+
+def _contract(df: DataFrame, dataset: Dataset) -> DataFrame:
+    """The validation steps' common output: typed columns, lineage, reasons."""
+    return df.select(*dataset.columns, RAW, SOURCE_FILE, MALFORMED, REASONS)
+
+
+def lookup(
+    df: DataFrame,
+    parent: DataFrame,
+    *,
+    on: Sequence[tuple[str, str]],
+    flag: str,
+    carry: Mapping[str, str] | None = None,
+    unique: bool = True,
+) -> DataFrame:
+    """Left-join a parent's keys: `flag` is true where found; carried columns come along.
+
+    `on` pairs (child column, parent column); `carry` maps new names to parent
+    columns. Parents are bronze tables, unique on their key by construction;
+    pass unique=False for any other table, which is then deduplicated so the
+    row count never changes.
+    """
+    carry = dict(carry or {})
+    key_names = [f"{flag}__{i}" for i in range(len(on))]
+    keys = parent.select(
+        *(F.col(p).alias(k) for (_, p), k in zip(on, key_names, strict=True)),
+        *(F.col(p).alias(name) for name, p in carry.items()),
+        F.lit(True).alias(flag),
+    ).where(reduce(lambda a, b: a & b, (F.col(k).isNotNull() for k in key_names)))
+    if not unique:
+        keys = keys.dropDuplicates(key_names)
+    pairs = zip(on, key_names, strict=True)
+    condition = [F.col(f"l.{c}") == F.col(f"r.{k}") for (c, _), k in pairs]
+    return (
+        df.alias("l")
+        .join(F.broadcast(keys).alias("r"), on=condition, how="left")
+        .select("l.*", *(F.col(f"r.{name}") for name in carry), F.col(f"r.{flag}"))
+    )
+
+
+def _found(flag: str) -> Column:
+    return F.col(flag).isNotNull()
+
+
+def _unknown(column: str, flag: str) -> Check:
+    return F.col(column).isNotNull() & ~_found(flag), unknown_reason(column)
+
+
+def _not_in(column: str, allowed: Sequence[str]) -> Check:
+    return ~F.col(column).isin(*allowed), enum_reason(column, allowed)
+
+
+def _negative(column: str) -> Check:
+    return F.col(column) < 0, negative_reason(column)
+
+
+def _missing_when(dataset: Dataset, column: str, condition: Column) -> Check:
+    """A conditionally required value is empty (an unparseable one already has its reason)."""
+    dtype = dataset.schema[column].dataType
+    # array_contains is null (not false) on an array holding nulls
+    was_invalid = F.array_contains(F.array_compact(REASONS), invalid_reason(dtype, column))
+    return condition & F.col(column).isNull() & ~was_invalid, missing_reason(column)
+
+
+def _period() -> Check:
+    return F.col("period_end") <= F.col("period_start"), PERIOD_NOT_INCREASING
+
+
+def _with_site(df: DataFrame, parents: Parents, extra: Sequence[Check]) -> DataFrame:
+    """Rules of the site-bound periodic datasets: site exists, period increases, and extra."""
+    looked_up = lookup(df, parents["sites"], on=[("site_id", "site_id")], flag="_site")
+    return add_reasons(looked_up, [_unknown("site_id", "_site"), _period(), *extra])
+
+
+def _upper_codes(df: DataFrame, dataset: Dataset, columns: Sequence[str]) -> DataFrame:
+    """Country and subdivision codes are compared upper-case everywhere downstream."""
+    return df.select(
+        *(F.upper(F.col(c)).alias(c) if c in columns else F.col(c) for c in dataset.columns),
+        RAW,
+        SOURCE_FILE,
+        MALFORMED,
+        REASONS,
+    )
+
+
+# --- dataset rules ------------------------------------------------------------
+
+
+def clusters_rules(df: DataFrame, parents: Parents, fuel_factors: DataFrame) -> DataFrame:
+    """kind in (region, edge)."""
+    return add_reasons(df, [_not_in("kind", CLUSTER_KINDS)])
+
+
+def sites_rules(df: DataFrame, parents: Parents, fuel_factors: DataFrame) -> DataFrame:
+    """Cluster exists; coordinates, PUE and embodied carbon in range; subdivision in its country."""
+    upper = _upper_codes(df, schemas.SITES, ("country_code", "subdivision_code"))
+    looked_up = lookup(upper, parents["clusters"], on=[("cluster_id", "cluster_id")], flag="_c")
+    prefix = F.substring_index(F.col("subdivision_code"), "-", 1)
+    return add_reasons(
+        looked_up,
+        [
+            _unknown("cluster_id", "_c"),
+            (F.abs(F.col("latitude")) > LATITUDE_LIMIT, LATITUDE_OUT_OF_RANGE),
+            (F.abs(F.col("longitude")) > LONGITUDE_LIMIT, LONGITUDE_OUT_OF_RANGE),
+            (F.col("design_pue") < MIN_PUE, PUE_BELOW_ONE),
+            _negative("building_embodied_kgco2e"),
+            (prefix != F.col("country_code"), SUBDIVISION_MISMATCH),
+        ],
+    )
+
+
+def racks_rules(df: DataFrame, parents: Parents, fuel_factors: DataFrame) -> DataFrame:
+    """Site exists; type known; foundational product and capacity unless network; dates ordered."""
+    with_site = lookup(df, parents["sites"], on=[("site_id", "site_id")], flag="_site")
+    looked_up = lookup(
+        with_site,
+        parents["service_catalog"],
+        on=[("product_code", "product_code")],
+        flag="_product",
+        carry={"_product_kind": "kind"},
+    )
+    hosts_service = F.col("rack_type").isin(*CAPACITY_RACK_TYPES)
+    is_network = F.col("rack_type") == NETWORK
+    capacity = F.col("capacity")
+    return add_reasons(
+        looked_up,
+        [
+            _unknown("site_id", "_site"),
+            _not_in("rack_type", RACK_TYPES),
+            _missing_when(schemas.RACKS, "product_code", hosts_service),
+            _unknown("product_code", "_product"),
+            (_found("_product") & (F.col("_product_kind") != FOUNDATIONAL), NOT_FOUNDATIONAL),
+            _missing_when(schemas.RACKS, "capacity", hosts_service),
+            (hosts_service & (capacity <= 0), CAPACITY_NOT_POSITIVE),
+            (is_network & (capacity != 0), NETWORK_CAPACITY),
+            _negative("embodied_kgco2e"),
+            (F.col("retired_date") <= F.col("in_service_date"), RETIRED_BEFORE_SERVICE),
+        ],
+    )
+
+
+def rack_telemetry_rules(df: DataFrame, parents: Parents, fuel_factors: DataFrame) -> DataFrame:
+    """Rack exists; hour on the hour; energy >= 0; used capacity within the rack's capacity."""
+    looked_up = lookup(
+        df,
+        parents["racks"],
+        on=[("rack_id", "rack_id")],
+        flag="_rack",
+        carry={"_rack_type": "rack_type", "_capacity": "capacity"},
+    )
+    used = F.col("used_capacity")
+    hosts_service = F.col("_rack_type").isin(*CAPACITY_RACK_TYPES)
+    out_of_range = (used < 0) | (used > F.col("_capacity"))
+    return add_reasons(
+        looked_up,
+        [
+            _unknown("rack_id", "_rack"),
+            (~on_the_hour(F.col("hour")), NOT_ON_THE_HOUR.format(column="hour")),
+            _negative("it_energy_kwh"),
+            _missing_when(schemas.RACK_TELEMETRY, "used_capacity", hosts_service),
+            (hosts_service & out_of_range, USED_OUT_OF_RANGE),
+            ((F.col("_rack_type") == NETWORK) & used.isNotNull(), NETWORK_USED),
+        ],
+    )
+
+
+def accounts_rules(df: DataFrame, parents: Parents, fuel_factors: DataFrame) -> DataFrame:
+    """No row rule beyond types; the payer check is a self-reference (accounts_self_rules)."""
+    return df
+
+
+def service_catalog_rules(df: DataFrame, parents: Parents, fuel_factors: DataFrame) -> DataFrame:
+    """kind known; non-foundational products name runs_on and an existing owner account."""
+    looked_up = lookup(
+        df, parents["accounts"], on=[("owner_account_id", "account_id")], flag="_owner"
+    )
+    non_foundational = F.col("kind") == NON_FOUNDATIONAL
+    return add_reasons(
+        looked_up,
+        [
+            _not_in("kind", CATALOG_KINDS),
+            _missing_when(schemas.SERVICE_CATALOG, "runs_on", non_foundational),
+            _missing_when(schemas.SERVICE_CATALOG, "owner_account_id", non_foundational),
+            _unknown("owner_account_id", "_owner"),
+        ],
+    )
+
+
+def usage_rules(df: DataFrame, parents: Parents, fuel_factors: DataFrame) -> DataFrame:
+    """Hourly start; accounts, payer link, product and region exist; amount >= 0."""
+    accounts = parents["accounts"]
+    with_payer = lookup(df, accounts, on=[("payer_account_id", "account_id")], flag="_payer")
+    with_account = lookup(
+        with_payer,
+        accounts,
+        on=[("usage_account_id", "account_id")],
+        flag="_account",
+        carry={"_account_payer": "payer_account_id"},
+    )
+    with_product = lookup(
+        with_account,
+        parents["service_catalog"],
+        on=[("product_code", "product_code")],
+        flag="_product",
+    )
+    looked_up = lookup(
+        with_product, parents["clusters"], on=[("region_code", "cluster_id")], flag="_region"
+    )
+    wrong_payer = _found("_account") & (F.col("_account_payer") != F.col("payer_account_id"))
+    return add_reasons(
+        looked_up,
+        [
+            (~on_the_hour(F.col("usage_start")), NOT_ON_THE_HOUR.format(column="usage_start")),
+            _unknown("payer_account_id", "_payer"),
+            _unknown("usage_account_id", "_account"),
+            (wrong_payer, WRONG_PAYER),
+            _unknown("product_code", "_product"),
+            _unknown("region_code", "_region"),
+            _negative("usage_amount"),
+        ],
+    )
+
+
+def electricity_prices_rules(df: DataFrame, parents: Parents, fuel_factors: DataFrame) -> DataFrame:
+    """Codes upper-case; price >= 0."""
+    upper = _upper_codes(df, schemas.ELECTRICITY_PRICES, ("country_code", "subdivision_code"))
+    return add_reasons(upper, [_negative("price_per_kwh")])
+
+
+def utility_invoices_rules(df: DataFrame, parents: Parents, fuel_factors: DataFrame) -> DataFrame:
+    """Site exists; period increases; kWh, or amount with currency; no negative values."""
+    no_energy = F.col("energy_kwh").isNull()
+    no_amount = F.col("amount").isNull() | F.col("currency").isNull()
+    return _with_site(
+        df,
+        parents,
+        [
+            (no_energy & no_amount, MISSING_ENERGY_OR_AMOUNT),
+            _negative("energy_kwh"),
+            _negative("amount"),
+        ],
+    )
+
+
+def fuel_records_rules(df: DataFrame, parents: Parents, fuel_factors: DataFrame) -> DataFrame:
+    """Site exists; period increases; quantity >= 0; (source_type, unit) has a fuel factor."""
+    with_factor = lookup(
+        df,
+        fuel_factors,
+        on=[("source_type", "source_type"), ("unit", "unit")],
+        flag="_factor",
+        unique=False,
+    )
+    has_fuel = F.col("source_type").isNotNull() & F.col("unit").isNotNull()
+    return _with_site(
+        with_factor,
+        parents,
+        [_negative("quantity"), (has_fuel & ~_found("_factor"), UNKNOWN_FUEL_FACTOR)],
+    )
+
+
+def energy_contracts_rules(df: DataFrame, parents: Parents, fuel_factors: DataFrame) -> DataFrame:
+    """Instrument known; site or market boundary; site exists; period increases; no negatives."""
+    no_scope = F.col("site_id").isNull() & F.col("market_boundary").isNull()
+    looked_up = lookup(df, parents["sites"], on=[("site_id", "site_id")], flag="_site")
+    return add_reasons(
+        looked_up,
+        [
+            _not_in("instrument", INSTRUMENTS),
+            (no_scope, MISSING_SITE_OR_BOUNDARY),
+            _unknown("site_id", "_site"),
+            _period(),
+            _negative("energy_kwh"),
+            _negative("emission_factor_kg_per_kwh"),
+        ],
+    )
+
+
+def site_water_rules(df: DataFrame, parents: Parents, fuel_factors: DataFrame) -> DataFrame:
+    """Site exists; period increases; withdrawal >= 0."""
+    return _with_site(df, parents, [_negative("withdrawal_l")])
+
+
+Rules = Callable[[DataFrame, Parents, DataFrame], DataFrame]
+DATASET_RULES: dict[str, Rules] = {
+    "clusters": clusters_rules,
+    "sites": sites_rules,
+    "racks": racks_rules,
+    "rack_telemetry": rack_telemetry_rules,
+    "accounts": accounts_rules,
+    "service_catalog": service_catalog_rules,
+    "usage": usage_rules,
+    "electricity_prices": electricity_prices_rules,
+    "utility_invoices": utility_invoices_rules,
+    "fuel_records": fuel_records_rules,
+    "energy_contracts": energy_contracts_rules,
+    "site_water": site_water_rules,
+}
+
+
+def _is_clean() -> Column:
+    return (F.size(F.array_compact(F.col(REASONS))) == 0) & ~F.col(MALFORMED)
+
+
+def flag_duplicates(df: DataFrame, key: Sequence[str]) -> DataFrame:
+    """Among otherwise valid rows, keep the smallest (_source_file, raw) per key; flag the rest."""
+    if not key:
+        return df
+    ranked_by = Window.partitionBy(*key, "_clean").orderBy(SOURCE_FILE, RAW)
+    rank = F.row_number().over(ranked_by)
+    return add_reasons(
+        df.select("*", _is_clean().alias("_clean")),
+        [(F.col("_clean") & (rank > 1), DUPLICATE_KEY)],
+    ).drop("_clean")
+
+
+def accounts_self_rules(df: DataFrame) -> DataFrame:
+    """A payer is a kept account whose own row names itself as payer."""
+    kept = df.where(_is_clean())
+    looked_up = lookup(
+        df,
+        kept,
+        on=[("payer_account_id", "account_id")],
+        flag="_payer",
+        carry={"_payer_payer": "payer_account_id"},
+    )
+    not_self_paying = _found("_payer") & (F.col("_payer_payer") != F.col("payer_account_id"))
+    return add_reasons(
+        looked_up,
+        [_unknown("payer_account_id", "_payer"), (not_self_paying, PAYER_NOT_SELF_PAYING)],
+    )
+
+
+def service_catalog_self_rules(df: DataFrame) -> DataFrame:
+    """runs_on names a kept product of the catalog."""
+    kept = df.where(_is_clean())
+    looked_up = lookup(df, kept, on=[("runs_on", "product_code")], flag="_runs_on")
+    return add_reasons(looked_up, [_unknown("runs_on", "_runs_on")])
+
+
+SELF_RULES: dict[str, Callable[[DataFrame], DataFrame]] = {
+    "accounts": accounts_self_rules,
+    "service_catalog": service_catalog_self_rules,
+}
+
+
+def finalise(df: DataFrame, dataset: Dataset) -> DataFrame:
+    """Reasons array -> one `reason` string (null: valid row); `raw` kept for rejected rows only."""
+    joined = F.concat_ws(REASON_SEPARATOR, F.col(REASONS))
+    reason = F.when(F.col(MALFORMED), F.lit(MALFORMED_LINE)).when(joined != "", joined)
+    return df.select(*dataset.columns, RAW, SOURCE_FILE, reason.alias(REASON)).select(
+        *dataset.columns,
+        # bronze does not keep raw: dropping it from valid rows keeps the persisted frame small
+        F.when(F.col(REASON).isNotNull(), F.col(RAW)).alias(RAW),
+        SOURCE_FILE,
+        REASON,
+    )
+
+
+def validate(
+    landing: DataFrame,
+    dataset: Dataset,
+    parents: Parents,
+    fuel_factors: DataFrame,
+) -> DataFrame:
+    """Landing rows -> typed rows with `reason` (null = valid), one row per landing row.
+
+    Duplicate keys are resolved among rows passing every other rule, so one row
+    per key is kept; self-references (an account's payer, a product's runs_on)
+    are then checked against those kept rows, which keeps bronze consistent.
+    """
+    typed = cast_typed(landing, dataset)
+    checked = _contract(DATASET_RULES[dataset.name](typed, parents, fuel_factors), dataset)
+    deduplicated = _contract(flag_duplicates(checked, dataset.key), dataset)
+    self_rules = SELF_RULES.get(dataset.name)
+    final = _contract(self_rules(deduplicated), dataset) if self_rules else deduplicated
+    return finalise(final, dataset)

@@ -1,0 +1,652 @@
+"""Ingestion: landing CSV/Parquet -> bronze + quarantine, one rule at a time.
+
+One hand-built landing zone is ingested once per module (each Delta write costs
+about a second); every rule has a row that breaks it, and each test reads the
+tables that ingest wrote.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from carbon_core import schemas
+from carbon_core.errors import InputError
+from carbon_core.ingest import INGEST_ORDER, IngestReport, ingest_landing, read_bronze
+from carbon_core.ingest.rules import (
+    PARENTS,
+    parse_boolean,
+    parse_date,
+    parse_double,
+    parse_timestamp,
+)
+from carbon_core.lake import read_table, write_table
+from carbon_core.reference import ReferenceTables
+
+UTC = dt.timezone.utc
+
+
+def _header(dataset: schemas.Dataset, without: str = "") -> str:
+    """A CSV header line with the dataset's columns (all but `without`)."""
+    return ",".join(c for c in dataset.columns if c != without)
+
+
+# One file per dataset unless the name says otherwise; `note` columns are extra
+# columns (kept only inside `raw`) that label rows without an id.
+LANDING: dict[str, str] = {
+    "clusters/a.csv": """cluster_id,kind,launch_date,name
+c1,region,2020-01-01,Region One
+c2,edge,2021-06-01,"Edge, ""Two""\"
+c3,galaxy,2020-01-01,Bad kind
+c4,region,2020-13-01,Bad date
+c5,region
+""",
+    # different column order, an extra column, in a sub-folder; sorts after a.csv
+    "clusters/sub/b.csv": """name,cluster_id,kind,launch_date,extra_col
+Dup,c1,edge,2019-01-01,x
+No id,,region,2020-01-01,y
+""",
+    "sites/a.csv": _header(schemas.SITES)
+    + """
+s1, c1 ,us,us-va,02134,38.9,-77.4,1.2,1000000,2020-01-01
+s2,c2,au,AU-NSW,2000,-33.9,151.2,,,
+s3,c9,US,US-VA,20001,38,-77,1.2,0,
+s4,c1,US,US-VA,20001,95,-77,1.2,0,
+s5,c1,US,US-VA,20001,38,-190,1.2,0,
+s6,c1,US,US-VA,20001,38,-77,0.9,0,
+s7,c1,US,US-VA,20001,38,-77,1.2,-5,
+s8,c1,US,CA-QC,20001,38,-77,1.2,0,
+s9,c3,US,,,,,,,
+s10,c1,DE,,,abc,,,,
+s11,c9,US,,,95,,,,
+""",
+    "accounts/a.csv": """account_id,payer_account_id,is_internal,name
+p1,p1,false,Payer One
+u1,p1,TRUE,User One
+u2,p1,False,User Two
+p2,p2,false,Payer Two
+u3,p9,false,Orphan
+u4,u1,false,Payer not a payer
+u5,p1,yes,Bad boolean
+u6,p1,,No boolean
+""",
+    "service_catalog/a.csv": """product_code,kind,allocation_unit,runs_on,owner_account_id
+EC2,foundational,vCPU-hours,,
+S3,foundational,GB-months,,
+RDS,non_foundational,vCPU-hours,EC2,u1
+LAMBDA,non_foundational,requests,,u1
+SQS,non_foundational,requests,EC2,
+GLUE,non_foundational,DPU-hours,EC2,zz
+ATHENA,non_foundational,queries,NOPE,u1
+EMR,non_foundational,hours,GLUE,u1
+XX,weird,units,,
+""",
+    "racks/a.csv": _header(schemas.RACKS)
+    + """
+r1,s1,compute,EC2,100,vCPU,5000,2023-01-01,
+r2,s1,storage,S3,500,TB,3000,2023-01-01,2030-01-01
+r3,s1,network,,0,,1000,2023-01-01,
+r4,s9,compute,EC2,100,vCPU,5000,2023-01-01,
+r5,s1,switch,EC2,100,vCPU,5000,2023-01-01,
+r6,s1,compute,,100,vCPU,5000,2023-01-01,
+r7,s1,compute,RDS,100,vCPU,5000,2023-01-01,
+r8,s1,compute,NOPE,100,vCPU,5000,2023-01-01,
+r9,s1,compute,EC2,,vCPU,5000,2023-01-01,
+r10,s1,storage,S3,0,TB,5000,2023-01-01,
+r11,s1,network,,10,,1000,2023-01-01,
+r12,s1,compute,EC2,100,vCPU,-1,2023-01-01,
+r13,s1,compute,EC2,100,vCPU,5000,2023-01-01,2022-12-31
+r14,s1,compute,EC2,100,vCPU,,2023-01-01,
+""",
+    "rack_telemetry/a.csv": """rack_id,hour,it_energy_kwh,used_capacity,note
+r1,2025-01-01T00:00:00Z,10.5,50,ok1
+r1,2025-01-01T01:00:00Z,11,100,ok_full
+r3,2025-01-01T00:00:00Z,2,,ok_network
+r2,2025-01-01 00:00,5,250,ok_no_zone
+r1,2025-01-01T09:00:00+02:00,1,1,ok_offset
+r4,2025-01-01T00:00:00Z,1,1,unknown_rack
+r1,2025-01-01T02:30:00Z,1,1,half_hour
+r1,2025-01-01T03:00:00Z,-1,1,negative_energy
+r1,2025-01-01T04:00:00Z,1,,missing_used
+r1,2025-01-01T05:00:00Z,1,101,over_capacity
+r1,2025-01-01T06:00:00Z,1,-1,negative_used
+r3,2025-01-01T01:00:00Z,1,0,network_used
+r1,2025-01-01T08:00:00Z,1,x,bad_double
+r1,2025-01-01T10:00,1,1,bad_hour_format,oops
+""",
+    # same instant as ok1 written differently: a duplicate (rack_id, hour)
+    "rack_telemetry/b.csv": """rack_id,hour,it_energy_kwh,used_capacity,note
+r1,2025-01-01T00:00:00+00:00,99,1,duplicate
+""",
+    "usage/b.csv": _header(schemas.USAGE, without="cost_usd")
+    + """
+2025-01-01,p2,p2,S3,c2,csv_ok,GB-months,3
+2025-01-01T02:00:00Z,p1,u1,EC2,c1,csv_missing_amount,vCPU-hours,
+""",
+    "electricity_prices/a.csv": """country_code,subdivision_code,year,price_per_kwh,currency,note
+us,us-va,2024,0.10,USD,ok_subdivision
+US,,2024,0.12,USD,ok_country
+US,,2024,0.13,USD,duplicate
+DE,,2024,-0.3,EUR,negative
+DE,,2024.5,0.3,EUR,bad_year
+""",
+    "utility_invoices/a.csv": _header(schemas.UTILITY_INVOICES)
+    + """
+i1,s1,2025-01-01,2025-02-01,1000,,
+i2,s1,2025-01-01,2025-02-01,,500,USD
+i3,s3,2025-01-01,2025-02-01,1000,,
+i4,s1,2025-02-01,2025-02-01,1000,,
+i5,s1,2025-01-01,2025-02-01,,500,
+i6,s1,2025-01-01,2025-02-01,-5,,
+i7,s1,2025-01-01,2025-02-01,,-5,USD
+i1,s2,2025-01-01,2025-02-01,1,,
+""",
+    "fuel_records/a.csv": """record_id,site_id,period_start,period_end,source_type,quantity,unit
+f1,s1,2025-01-01,2026-01-01,natural_gas,100,therm
+f2,s1,2025-01-01,2026-01-01,natural_gas,100,litre
+f3,s1,2025-01-01,2026-01-01,natural_gas,-1,therm
+f4,s7,2025-01-01,2026-01-01,natural_gas,1,therm
+f5,s1,2025-01-01,2024-01-01,natural_gas,1,therm
+f6,s1,2025-01-01,2026-01-01,,1,therm
+""",
+    "energy_contracts/a.csv": _header(schemas.ENERGY_CONTRACTS)
+    + """
+k1,ppa,s1,US-VA,2025-01-01,2026-01-01,1000,0
+k2,rec,,US-VA,2025-01-01,2026-01-01,1000,0
+k3,coal,s1,,2025-01-01,2026-01-01,1000,0
+k4,ppa,,,2025-01-01,2026-01-01,1000,0
+k5,ppa,s5,,2025-01-01,2026-01-01,1000,0
+k6,ppa,s1,,2025-01-01,2025-01-01,1000,0
+k7,ppa,s1,,2025-01-01,2026-01-01,-1,0
+k8,ppa,s1,,2025-01-01,2026-01-01,1,-0.1
+""",
+    "site_water/a.csv": """site_id,period_start,period_end,withdrawal_l,note
+s1,2025-01-01,2025-02-01,1000,ok1
+s1,2025-01-01,2025-02-01,1000,ok2
+s2,2025-02-01,2025-01-01,5,backwards
+s1,2025-01-01,2025-02-01,-5,negative
+s4,2025-01-01,2025-02-01,5,unknown_site
+""",
+}
+
+# usage as Parquet with native types (timestamp, double): written by Spark into a
+# sub-folder, so the folder also holds _SUCCESS and .crc files that must be skipped.
+USAGE_PARQUET_SCHEMA = T.StructType(
+    [
+        T.StructField("usage_start", T.TimestampType()),
+        T.StructField("payer_account_id", T.StringType()),
+        T.StructField("usage_account_id", T.StringType()),
+        T.StructField("product_code", T.StringType()),
+        T.StructField("region_code", T.StringType()),
+        T.StructField("usage_type", T.StringType()),
+        T.StructField("usage_unit", T.StringType()),
+        T.StructField("usage_amount", T.DoubleType()),
+        T.StructField("cost_usd", T.DoubleType()),
+    ]
+)
+H0 = dt.datetime(2025, 1, 1, 0, tzinfo=UTC)
+H1 = dt.datetime(2025, 1, 1, 1, tzinfo=UTC)
+HALF = dt.datetime(2025, 1, 1, 0, 30, tzinfo=UTC)
+USAGE_PARQUET_ROWS = [
+    (H0, "p1", "u1", "EC2", "c1", "ok1", "vCPU-hours", 10.0, 1.0),
+    (H1, "p1", "u2", "EC2", "c1", "ok_other_unit", "GB", 5.0, 0.5),
+    (H0, "p1", "u1", "EC2", "c1", "ok1", "vCPU-hours", 10.0, 1.0),  # usage has no key: kept
+    (HALF, "p1", "u1", "EC2", "c1", "half_hour", "vCPU-hours", 1.0, None),
+    (H0, "p9", "u1", "EC2", "c1", "unknown_payer", "vCPU-hours", 1.0, None),
+    (H0, "p1", "u9", "EC2", "c1", "unknown_account", "vCPU-hours", 1.0, None),
+    (H0, "p2", "u1", "EC2", "c1", "wrong_payer", "vCPU-hours", 1.0, None),
+    (H0, "p1", "u1", "NOPE", "c1", "unknown_product", "vCPU-hours", 1.0, None),
+    (H0, "p1", "u1", "EC2", "c3", "unknown_region", "vCPU-hours", 1.0, None),
+    (H0, "p1", "u1", "EC2", "c1", "negative", "vCPU-hours", -1.0, None),
+]
+
+# dataset -> (landing rows, bronze rows, quarantined rows), counted from the files above
+EXPECTED_COUNTS = {
+    "clusters": (7, 2, 5),
+    "sites": (11, 2, 9),
+    "accounts": (8, 4, 4),
+    "service_catalog": (9, 3, 6),
+    "racks": (14, 3, 11),
+    "rack_telemetry": (15, 5, 10),
+    "usage": (12, 4, 8),
+    "electricity_prices": (5, 2, 3),
+    "utility_invoices": (8, 2, 6),
+    "fuel_records": (6, 1, 5),
+    "energy_contracts": (8, 2, 6),
+    "site_water": (5, 2, 3),
+}
+
+# dataset -> (label of a quarantined row from its raw values, {label: reason})
+Label = Callable[[dict[str, str]], str | None]
+EXPECTED_QUARANTINE: dict[str, tuple[Label, dict[str | None, str]]] = {
+    "clusters": (
+        lambda raw: raw.get("name", raw.get("_line")),
+        {
+            "Bad kind": "kind not in (region, edge)",
+            "Bad date": "invalid date in launch_date",
+            "c5,region": "malformed CSV line",
+            "Dup": "duplicate key",
+            "No id": "missing cluster_id",
+        },
+    ),
+    "sites": (
+        lambda raw: raw["site_id"],
+        {
+            "s3": "unknown cluster_id",
+            "s4": "latitude out of range [-90, 90]",
+            "s5": "longitude out of range [-180, 180]",
+            "s6": "design_pue below 1",
+            "s7": "negative building_embodied_kgco2e",
+            "s8": "subdivision_code does not match country_code",
+            "s9": "unknown cluster_id",  # c3 exists in landing but was quarantined
+            "s10": "invalid double in latitude",
+            "s11": "unknown cluster_id; latitude out of range [-90, 90]",
+        },
+    ),
+    "accounts": (
+        lambda raw: raw["account_id"],
+        {
+            "u3": "unknown payer_account_id",
+            "u4": "payer_account_id is not a payer account",
+            "u5": "invalid boolean in is_internal",
+            "u6": "missing is_internal",
+        },
+    ),
+    "service_catalog": (
+        lambda raw: raw["product_code"],
+        {
+            "LAMBDA": "missing runs_on",
+            "SQS": "missing owner_account_id",
+            "GLUE": "unknown owner_account_id",
+            "ATHENA": "unknown runs_on",
+            "EMR": "unknown runs_on",  # GLUE is quarantined
+            "XX": "kind not in (foundational, non_foundational)",
+        },
+    ),
+    "racks": (
+        lambda raw: raw["rack_id"],
+        {
+            "r4": "unknown site_id",
+            "r5": "rack_type not in (compute, storage, network)",
+            "r6": "missing product_code",
+            "r7": "product_code is not a foundational product",
+            "r8": "unknown product_code",
+            "r9": "missing capacity",
+            "r10": "capacity not > 0",
+            "r11": "network rack capacity not empty or 0",
+            "r12": "negative embodied_kgco2e",
+            "r13": "retired_date not after in_service_date",
+            "r14": "missing embodied_kgco2e",
+        },
+    ),
+    "rack_telemetry": (
+        lambda raw: raw.get("note"),
+        {
+            "unknown_rack": "unknown rack_id",
+            "half_hour": "hour not on the hour",
+            "negative_energy": "negative it_energy_kwh",
+            "missing_used": "missing used_capacity",
+            "over_capacity": "used_capacity out of range [0, capacity]",
+            "negative_used": "used_capacity out of range [0, capacity]",
+            "network_used": "used_capacity given for a network rack",
+            "bad_double": "invalid double in used_capacity",
+            "bad_hour_format": "malformed CSV line",  # six fields under a five-column header
+            "duplicate": "duplicate key",
+        },
+    ),
+    "usage": (
+        lambda raw: raw["usage_type"],
+        {
+            "half_hour": "usage_start not on the hour",
+            "unknown_payer": "unknown payer_account_id; usage_account_id's payer is not "
+            "payer_account_id",
+            "unknown_account": "unknown usage_account_id",
+            "wrong_payer": "usage_account_id's payer is not payer_account_id",
+            "unknown_product": "unknown product_code",
+            "unknown_region": "unknown region_code",
+            "negative": "negative usage_amount",
+            "csv_missing_amount": "missing usage_amount",
+        },
+    ),
+    "electricity_prices": (
+        lambda raw: raw["note"],
+        {
+            "duplicate": "duplicate key",
+            "negative": "negative price_per_kwh",
+            "bad_year": "invalid int in year",
+        },
+    ),
+    "utility_invoices": (
+        lambda raw: raw["invoice_id"],
+        {
+            "i3": "unknown site_id",
+            "i4": "period_end not after period_start",
+            "i5": "missing energy_kwh or amount with currency",
+            "i6": "negative energy_kwh",
+            "i7": "negative amount",
+            "i1": "duplicate key",  # the s2 copy: {"invoice_id":"i1","site_id":"s2"} > "s1"
+        },
+    ),
+    "fuel_records": (
+        lambda raw: raw["record_id"],
+        {
+            "f2": "unknown fuel factor (source_type, unit)",
+            "f3": "negative quantity",
+            "f4": "unknown site_id",
+            "f5": "period_end not after period_start",
+            "f6": "missing source_type",
+        },
+    ),
+    "energy_contracts": (
+        lambda raw: raw["contract_id"],
+        {
+            "k3": "instrument not in (ppa, rec, go, green_tariff, supplier)",
+            "k4": "missing site_id or market_boundary",
+            "k5": "unknown site_id",
+            "k6": "period_end not after period_start",
+            "k7": "negative energy_kwh",
+            "k8": "negative emission_factor_kg_per_kwh",
+        },
+    ),
+    "site_water": (
+        lambda raw: raw["note"],
+        {
+            "backwards": "period_end not after period_start",
+            "negative": "negative withdrawal_l",
+            "unknown_site": "unknown site_id",
+        },
+    ),
+}
+
+
+def _reference(spark: SparkSession) -> ReferenceTables:
+    """Only fuel_factors matters to ingest; natural_gas exists in therm, not in litre."""
+    fuel = spark.createDataFrame(
+        [("natural_gas", "therm", 5.31145, "t"), ("diesel", "litre", 2.68, "t")],
+        schemas.FUEL_FACTORS,
+    )
+    empty = {
+        "grid_factors": spark.createDataFrame([], schemas.GRID_FACTORS),
+        "residual_mix": spark.createDataFrame([], schemas.RESIDUAL_MIX),
+        "zip_to_egrid": spark.createDataFrame([], schemas.ZIP_TO_EGRID),
+    }
+    return ReferenceTables(fuel_factors=fuel, files={}, **empty)
+
+
+def _write_landing(spark: SparkSession, landing: Path) -> None:
+    for relative, text in LANDING.items():
+        file = landing / relative
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text(text)
+    usage = spark.createDataFrame(USAGE_PARQUET_ROWS, USAGE_PARQUET_SCHEMA)
+    usage.coalesce(1).write.parquet(str(landing / "usage" / "batch1"))
+
+
+@dataclass(frozen=True)
+class Ingested:
+    landing: Path
+    lake: Path
+    report: IngestReport
+    logs: list[str]
+
+
+@pytest.fixture(scope="module")
+def ingested(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Ingested:
+    root = tmp_path_factory.mktemp("ingest")
+    landing, lake = root / "landing", root / "lake"
+    _write_landing(spark, landing)
+    logs: list[str] = []
+    report = ingest_landing(spark, landing, lake, reference=_reference(spark), log=logs.append)
+    return Ingested(landing, lake, report, logs)
+
+
+def _quarantine(spark: SparkSession, lake: Path, name: str) -> DataFrame:
+    return read_table(spark, lake / "quarantine" / name).where(F.col("stage") == "ingest")
+
+
+def _utc(column: str) -> Column:
+    return F.date_format(column, "yyyy-MM-dd HH:mm:ss").alias(column)
+
+
+def test_ingest_order_has_parents_first_and_covers_every_dataset() -> None:
+    assert sorted(INGEST_ORDER) == sorted(d.name for d in schemas.DATASETS)
+    for position, name in enumerate(INGEST_ORDER):
+        assert all(INGEST_ORDER.index(parent) < position for parent in PARENTS[name])
+
+
+def test_counts_per_dataset_rows_in_equals_bronze_plus_quarantine(spark, ingested) -> None:
+    for name, (rows_in, bronze, quarantined) in EXPECTED_COUNTS.items():
+        report = ingested.report[name]
+        assert (report.rows_in, report.bronze_rows, report.quarantined_rows) == (
+            rows_in,
+            bronze,
+            quarantined,
+        ), name
+        assert rows_in == bronze + quarantined, name
+        assert read_bronze(spark, ingested.lake, name).count() == bronze, name
+        assert _quarantine(spark, ingested.lake, name).count() == quarantined, name
+    assert [line.split(":")[0] for line in ingested.logs] == [f"ingest {n}" for n in INGEST_ORDER]
+    assert re.fullmatch(
+        r"ingest usage: 12 in, 4 bronze, 8 quarantined, \d+\.\d s", ingested.logs[6]
+    )
+
+
+@pytest.mark.parametrize("name", list(EXPECTED_QUARANTINE))
+def test_every_broken_rule_is_quarantined_with_its_reason(spark, ingested, name) -> None:
+    label, expected = EXPECTED_QUARANTINE[name]
+    rows = _quarantine(spark, ingested.lake, name).collect()
+    got = {label(json.loads(row["raw"])): row["reason"] for row in rows}
+    assert got == expected
+    assert all(row["_source_file"].startswith(str(ingested.landing / name)) for row in rows)
+
+
+def test_raw_keeps_landing_text_extra_columns_and_malformed_line(spark, ingested) -> None:
+    raws = [json.loads(r["raw"]) for r in _quarantine(spark, ingested.lake, "clusters").collect()]
+    by_name = {raw.get("name"): raw for raw in raws}
+    # the extra column of b.csv survives only inside raw
+    assert by_name["Dup"] == {
+        "name": "Dup",
+        "cluster_id": "c1",
+        "kind": "edge",
+        "launch_date": "2019-01-01",
+        "extra_col": "x",
+    }
+    assert by_name["Bad date"]["launch_date"] == "2020-13-01"
+    assert by_name[None]["_line"] == "c5,region"
+    assert "extra_col" not in read_bronze(spark, ingested.lake, "clusters").columns
+
+
+def test_bronze_has_typed_values_and_lineage(spark, ingested) -> None:
+    lake = ingested.lake
+    for dataset in schemas.DATASETS:
+        assert read_bronze(spark, lake, dataset.name).schema == schemas.bronze_schema(dataset)
+
+    site = read_bronze(spark, lake, "sites").where("site_id = 's1'").first()
+    # trimmed, codes upper-cased, postal code kept as text with its leading zero
+    assert (site["cluster_id"], site["country_code"], site["subdivision_code"]) == (
+        "c1",
+        "US",
+        "US-VA",
+    )
+    assert site["postal_code"] == "02134"
+    assert site["latitude"] == pytest.approx(38.9, rel=1e-9)
+    assert site["building_in_service_date"] == dt.date(2020, 1, 1)
+    assert site["_source_file"] == str(ingested.landing / "sites" / "a.csv")
+
+    accounts = read_bronze(spark, lake, "accounts").select("account_id", "is_internal").collect()
+    assert dict(accounts) == {"p1": False, "u1": True, "u2": False, "p2": False}
+
+    clusters = read_bronze(spark, lake, "clusters").select("cluster_id", "kind", "name").collect()
+    assert sorted(map(tuple, clusters)) == [
+        ("c1", "region", "Region One"),
+        ("c2", "edge", 'Edge, "Two"'),  # RFC 4180 quoting
+    ]
+
+    usage = read_bronze(spark, lake, "usage").select("usage_type", _utc("usage_start")).collect()
+    # Parquet timestamps (2025-01-01 00:00 and 01:00 UTC) and the CSV plain date (midnight)
+    assert sorted(map(tuple, usage)) == [
+        ("csv_ok", "2025-01-01 00:00:00"),
+        ("ok1", "2025-01-01 00:00:00"),
+        ("ok1", "2025-01-01 00:00:00"),
+        ("ok_other_unit", "2025-01-01 01:00:00"),
+    ]
+    cost = read_bronze(spark, lake, "usage").where("usage_type = 'csv_ok'").first()["cost_usd"]
+    assert cost is None  # column absent from that CSV file
+
+    telemetry = read_bronze(spark, lake, "rack_telemetry").select("rack_id", _utc("hour"))
+    # 09:00+02:00 is 07:00 UTC; "2025-01-01 00:00" without a zone is UTC
+    assert sorted(map(tuple, telemetry.collect())) == [
+        ("r1", "2025-01-01 00:00:00"),
+        ("r1", "2025-01-01 01:00:00"),
+        ("r1", "2025-01-01 07:00:00"),
+        ("r2", "2025-01-01 00:00:00"),
+        ("r3", "2025-01-01 00:00:00"),
+    ]
+    kept = read_bronze(spark, lake, "rack_telemetry").where("rack_id = 'r1'").orderBy("hour")
+    assert kept.first()["it_energy_kwh"] == pytest.approx(10.5, rel=1e-9)  # not the duplicate's 99
+
+    price = read_bronze(spark, lake, "electricity_prices").where("subdivision_code IS NULL")
+    assert price.first()["price_per_kwh"] == pytest.approx(0.12, rel=1e-9)  # smallest raw kept
+
+    stamps = set()
+    for name in ("clusters", "usage", "site_water"):
+        stamps |= {r[0] for r in read_bronze(spark, lake, name).select("_ingested_at").collect()}
+    assert len(stamps) == 1  # one timestamp per run
+
+
+def test_reingest_is_idempotent_and_keeps_other_stages_quarantine(spark, ingested) -> None:
+    lake = ingested.lake
+    other_stage = spark.createDataFrame(
+        [("{}", "no price", "x.csv", dt.datetime(2025, 1, 1, tzinfo=UTC), "energy")],
+        schemas.QUARANTINE,
+    )
+    write_table(other_stage, lake / "quarantine" / "utility_invoices", mode="append")
+    names = ["clusters", "utility_invoices"]
+    report = ingest_landing(
+        spark, ingested.landing, lake, reference=_reference(spark), datasets=names, log=None
+    )
+
+    for name in names:
+        first, second = ingested.report[name], report[name]
+        assert (second.rows_in, second.bronze_rows, second.quarantined_rows) == (
+            first.rows_in,
+            first.bronze_rows,
+            first.quarantined_rows,
+        )
+        assert read_bronze(spark, lake, name).count() == first.bronze_rows
+        assert _quarantine(spark, lake, name).count() == first.quarantined_rows
+    stages = read_table(spark, lake / "quarantine" / "utility_invoices").groupBy("stage").count()
+    assert dict(map(tuple, stages.collect())) == {"ingest": 6, "energy": 1}
+
+
+def test_missing_optional_dataset_gives_empty_tables(spark, tmp_path) -> None:
+    (tmp_path / "landing").mkdir()
+    report = ingest_landing(
+        spark,
+        tmp_path / "landing",
+        tmp_path / "lake",
+        reference=_reference(spark),
+        datasets=["electricity_prices"],
+        log=None,
+    )
+    assert (report.rows_in, report.bronze_rows, report.quarantined_rows) == (0, 0, 0)
+    bronze = read_bronze(spark, tmp_path / "lake", "electricity_prices")
+    assert bronze.schema == schemas.bronze_schema(schemas.ELECTRICITY_PRICES)
+    assert bronze.count() == 0
+    assert read_table(spark, tmp_path / "lake" / "quarantine" / "electricity_prices").count() == 0
+
+
+def test_missing_mandatory_dataset_is_an_input_error_naming_the_path(spark, tmp_path) -> None:
+    (tmp_path / "landing").mkdir()
+    with pytest.raises(InputError, match=re.escape(str(tmp_path / "landing" / "clusters"))):
+        ingest_landing(
+            spark,
+            tmp_path / "landing",
+            tmp_path / "lake",
+            reference=_reference(spark),
+            datasets=["clusters"],
+            log=None,
+        )
+    # a child whose parent is neither in the run nor in the lake cannot be checked
+    with pytest.raises(InputError, match="bronze table 'clusters' not found"):
+        ingest_landing(
+            spark,
+            tmp_path / "landing",
+            tmp_path / "lake",
+            reference=_reference(spark),
+            datasets=["sites"],
+            log=None,
+        )
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"not a parquet file", b"PAR1" + b"\x00garbage\xff" * 20 + b"PAR1"],
+    ids=["no-magic", "broken-footer"],
+)
+def test_unreadable_parquet_is_an_input_error_naming_the_file(spark, tmp_path, content) -> None:
+    bad = tmp_path / "landing" / "clusters" / "part-0.parquet"
+    bad.parent.mkdir(parents=True)
+    (bad.parent / "ok.csv").write_text("cluster_id,kind,launch_date\nc1,region,2020-01-01\n")
+    bad.write_bytes(content)
+    with pytest.raises(InputError, match=re.escape(str(bad))) as raised:
+        ingest_landing(
+            spark,
+            tmp_path / "landing",
+            tmp_path / "lake",
+            reference=_reference(spark),
+            datasets=["clusters"],
+            log=None,
+        )
+    assert "\tat " not in str(raised.value)  # no JVM stack trace in the message
+    assert raised.value.__cause__ is None
+
+
+def test_parsers_accept_iso_utc_and_reject_the_rest(spark) -> None:
+    texts = spark.createDataFrame(
+        [
+            ("2025-01-01T10:00+02:00",),  # offset without seconds: 08:00 UTC
+            ("2025-01-01 10:00:00",),  # no zone: UTC
+            ("2025-01-01",),  # plain date: midnight
+            ("2025-01-01T00:00:00Z",),  # midnight timestamp is a valid date
+            ("2025-01-01T05:00:00Z",),  # not a date
+            ("2025",),  # Spark's cast accepts it; ISO-8601 here does not
+            ("2025-02-30",),
+            ("NaN",),
+            ("1e3",),
+            ("TRUE",),
+            ("yes",),
+        ],
+        "t string",
+    )
+    rows = texts.select(
+        "t",
+        F.date_format(parse_timestamp(F.col("t")), "yyyy-MM-dd HH:mm").alias("ts"),
+        parse_date(F.col("t")).alias("d"),
+        parse_double(F.col("t")).alias("x"),
+        parse_boolean(F.col("t")).alias("b"),
+    ).collect()
+    got = {r["t"]: (r["ts"], r["d"], r["x"], r["b"]) for r in rows}
+    jan1 = dt.date(2025, 1, 1)
+    assert got == {
+        "2025-01-01T10:00+02:00": ("2025-01-01 08:00", None, None, None),
+        "2025-01-01 10:00:00": ("2025-01-01 10:00", None, None, None),
+        "2025-01-01": ("2025-01-01 00:00", jan1, None, None),
+        "2025-01-01T00:00:00Z": ("2025-01-01 00:00", jan1, None, None),
+        "2025-01-01T05:00:00Z": ("2025-01-01 05:00", None, None, None),
+        "2025": (None, None, 2025.0, None),
+        "2025-02-30": (None, None, None, None),
+        "NaN": (None, None, None, None),
+        "1e3": (None, None, 1000.0, None),
+        "TRUE": (None, None, None, True),
+        "yes": (None, None, None, None),
+    }

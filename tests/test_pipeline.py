@@ -1,0 +1,212 @@
+"""End to end on a generated world: counts, invariants, idempotence, month isolation,
+failure atomicity, exports."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+from dataclasses import replace
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+
+import pytest
+from pyspark.sql import functions as F
+from pyspark.testing import assertDataFrameEqual
+
+from carbon_core import schemas
+from carbon_core.config import config_from_mapping
+from carbon_core.errors import InvariantError
+from carbon_core.export import EXPORT_COLUMNS, export_carbon
+from carbon_core.generate import generate_world
+from carbon_core.ingest import ingest_landing
+from carbon_core.lake import read_table, table_commit_time, table_version
+from carbon_core.pipeline import (
+    GOLD_ACCOUNT_EMISSIONS,
+    GOLD_RUN_LOG,
+    GOLD_UNALLOCATED,
+    MONTHLY_TABLES,
+    SILVER_SITE_MONTHLY,
+    lake_path,
+    run_pipeline,
+)
+from carbon_core.reference import load_reference_tables
+
+NOV, DEC, JAN = dt.date(2024, 11, 1), dt.date(2024, 12, 1), dt.date(2025, 1, 1)
+QUIET = lambda _line: None  # noqa: E731
+
+
+@pytest.fixture(scope="module")
+def world(spark, tmp_path_factory):
+    root = tmp_path_factory.mktemp("world")
+    landing = root / "landing"
+    counts = generate_world(
+        spark, landing, scale=20_000, seed=11, malformed_share=0.01, start_month="2024-11", months=3
+    )
+    config = config_from_mapping(
+        {"lake": str(root / "lake"), "landing": str(landing), "exports": str(root / "exports")}
+    )
+    report = run_pipeline(spark, config, log=QUIET)
+    return config, counts, report
+
+
+def _delta_rs_count(path: str) -> int:
+    deltalake = pytest.importorskip("deltalake")
+    return deltalake.DeltaTable(path).to_pyarrow_table().num_rows
+
+
+def test_every_landing_row_is_in_bronze_or_quarantine(world, spark):
+    config, counts, _ = world
+    for dataset in schemas.DATASETS:
+        bronze = _delta_rs_count(lake_path(config.lake, f"bronze/{dataset.name}"))
+        quarantine = read_table(spark, lake_path(config.lake, f"quarantine/{dataset.name}"))
+        at_ingest = quarantine.where(F.col("stage") == "ingest").count()
+        assert counts[dataset.name] == bronze + at_ingest, dataset.name
+        assert at_ingest > 0, f"the generated world has malformed {dataset.name} rows"
+
+
+def test_reingest_changes_no_count(world, spark):
+    config, counts, _ = world
+    reference = load_reference_tables(spark, None)
+    report = ingest_landing(spark, config.landing, config.lake, reference=reference, log=QUIET)
+    for dataset in schemas.DATASETS:
+        assert (
+            _delta_rs_count(lake_path(config.lake, f"bronze/{dataset.name}"))
+            + report.datasets[dataset.name].quarantined_rows
+            == counts[dataset.name]
+        )
+
+
+def test_run_covers_both_methodology_versions_and_invariants_hold(world, spark):
+    config, _, report = world
+    assert report.months == [NOV, DEC, JAN]
+    assert report.invariants and all(r.ok for r in report.invariants)
+    emissions = read_table(spark, lake_path(config.lake, GOLD_ACCOUNT_EMISSIONS))
+    versions = {
+        (r["month"], r["model_version"])
+        for r in emissions.select("month", "model_version").distinct().collect()
+    }
+    assert versions == {(NOV, "v1.0"), (DEC, "v1.0"), (JAN, "v2.0")}
+    site_monthly = read_table(spark, lake_path(config.lake, SILVER_SITE_MONTHLY))
+    assert site_monthly.where(F.col("factor_level").isNull()).count() == 0
+    log = read_table(spark, lake_path(config.lake, GOLD_RUN_LOG)).collect()
+    assert [r["status"] for r in log] == ["succeeded"]
+
+
+def test_no_quantity_is_negative(world, spark):
+    config, _, _ = world
+    for table in (SILVER_SITE_MONTHLY, GOLD_ACCOUNT_EMISSIONS, GOLD_UNALLOCATED):
+        frame = read_table(spark, lake_path(config.lake, table))
+        negative = frame.where(F.least(*[F.col(q) for q in schemas.QUANTITIES]) < 0).count()
+        assert negative == 0, table
+
+
+def test_conservation_per_month_and_quantity(world, spark):
+    """Results + unallocated = site-months + rack embodied (the run log's own check,
+    recomputed here from the committed tables)."""
+    config, _, report = world
+    emissions = read_table(spark, lake_path(config.lake, GOLD_ACCOUNT_EMISSIONS))
+    unallocated = read_table(spark, lake_path(config.lake, GOLD_UNALLOCATED))
+    out = (
+        emissions.select("month", *schemas.QUANTITIES)
+        .unionByName(unallocated.select("month", *schemas.QUANTITIES))
+        .groupBy("month")
+        .agg(*[F.sum(q).alias(q) for q in schemas.QUANTITIES])
+    )
+    expected = {
+        (r.month, r.quantity): r.expected for r in report.invariants if r.check == "conservation"
+    }
+    for row in out.collect():
+        for quantity in schemas.QUANTITIES:
+            assert row[quantity] == pytest.approx(expected[(row["month"], quantity)], rel=1e-9)
+
+
+def _snapshot(spark, lake):
+    return {t: table_version(spark, lake_path(lake, t)) for t in MONTHLY_TABLES}
+
+
+def test_rerun_of_one_month_is_identical_and_touches_only_that_month(world, spark):
+    config, _, _ = world
+    path = lake_path(config.lake, GOLD_ACCOUNT_EMISSIONS)
+    before = read_table(spark, path).localCheckpoint()
+    versions = _snapshot(spark, config.lake)
+    run_pipeline(spark, config, month_from=DEC, month_to=DEC, skip_ingest=True, log=QUIET)
+    after = read_table(spark, path)
+    assertDataFrameEqual(after, before, checkRowOrder=False, rtol=0, atol=0)
+    # one commit per monthly table, and its predicate is exactly December
+    for table, version in _snapshot(spark, config.lake).items():
+        assert version == versions[table] + 1, table
+    from delta.tables import DeltaTable
+
+    last = DeltaTable.forPath(spark, path).history(1).first()
+    assert "2024-12-01" in last["operationParameters"]["predicate"]
+    assert "2024-11-01" not in last["operationParameters"]["predicate"]
+
+
+def test_a_run_that_breaks_an_invariant_commits_nothing(world, spark, monkeypatch):
+    config, _, _ = world
+    import carbon_core.pipeline as pipeline
+
+    real_allocate = pipeline.allocate
+
+    def broken_allocate(**kwargs):
+        result = real_allocate(**kwargs)
+        doubled = result.account_emissions.unionByName(result.account_emissions)
+        return replace(result, account_emissions=doubled)
+
+    monkeypatch.setattr(pipeline, "allocate", broken_allocate)
+    bronze_versions = {
+        d.name: table_version(spark, lake_path(config.lake, f"bronze/{d.name}"))
+        for d in schemas.DATASETS
+    }
+    versions = _snapshot(spark, config.lake)
+    with pytest.raises(InvariantError, match=r"conservation.*2024-11|2024-11.*conservation"):
+        run_pipeline(spark, config, month_from=NOV, month_to=NOV, log=QUIET)
+    # the ingest of the failed run was rolled back (restored to the same content)
+    for name, version in bronze_versions.items():
+        table = lake_path(config.lake, f"bronze/{name}")
+        assert read_table(spark, table).count() == read_table(spark, table, version=version).count()
+    assert _snapshot(spark, config.lake) == versions
+    log = read_table(spark, lake_path(config.lake, GOLD_RUN_LOG))
+    assert log.where(F.col("status") != "succeeded").count() == 0
+
+
+def test_exports_match_gold_and_hide_internal_accounts(world, spark):
+    config, _, _ = world
+    emissions = read_table(spark, lake_path(config.lake, GOLD_ACCOUNT_EMISSIONS))
+    clusters = read_table(spark, lake_path(config.lake, "bronze/clusters"))
+    out = Path(config.exports)
+    export_carbon(
+        spark,
+        emissions,
+        clusters,
+        out,
+        months=[JAN],
+        refreshed_at=table_commit_time(spark, lake_path(config.lake, GOLD_ACCOUNT_EMISSIONS)),
+        log=QUIET,
+    )
+    external_payers = {
+        r[0] for r in emissions.where(~F.col("is_internal")).select("payer_account_id").collect()
+    }
+    assert {p.name for p in out.iterdir()} == external_payers
+    internal = {
+        r[0] for r in emissions.where(F.col("is_internal")).select("usage_account_id").collect()
+    }
+    gold_jan = {
+        (r["usage_account_id"], r["region_code"], r["product_code"]): r["total_lbm_kg"]
+        for r in emissions.where(F.col("month") == JAN).collect()
+    }
+    edge = {r[0] for r in clusters.where(F.col("kind") == "edge").select("cluster_id").collect()}
+    checked = 0
+    for file in out.glob("*/2025-01/*.csv"):
+        with file.open(newline="") as handle:
+            for row in csv.DictReader(handle):
+                assert list(row) == list(EXPORT_COLUMNS)
+                assert row["usage_account_id"] not in internal
+                if row["region_code"] == "global":
+                    continue
+                kg = gold_jan[(row["usage_account_id"], row["region_code"], row["product_code"])]
+                expected = (Decimal(repr(kg)) / 1000).quantize(Decimal("0.000001"), ROUND_HALF_UP)
+                assert Decimal(row["total_lbm_emissions_value"]) == expected
+                checked += 1
+    assert checked > 0
+    assert edge, "the generated world has an edge cluster"
