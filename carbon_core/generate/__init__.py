@@ -1,0 +1,7 @@
+"""Synthetic world generator: a consistent landing zone for every dataset."""
+
+from __future__ import annotations
+
+from carbon_core.generate.world import MALFORMED_SUFFIX, generate_world
+
+__all__ = ["MALFORMED_SUFFIX", "generate_world"]
