@@ -219,6 +219,7 @@ def _run(
             bronze["utility_invoices"].count(), silver.site_monthly.count(), invoices_quarantined
         )
     )
+    log(_factor_coverage(silver.site_monthly))
     report.warnings.extend(_silver_warnings(silver))
     for warning in report.warnings:
         log(f"warning: {warning}")
@@ -284,6 +285,31 @@ def _persist_silver(silver: SiteMonthlyResult) -> SiteMonthlyResult:
             name: _persist(value) if isinstance(value, DataFrame) else value
             for name, value in vars(silver).items()
         }
+    )
+
+
+def _factor_coverage(site_monthly: DataFrame) -> str:
+    """How many site-months used each factor level, and how much energy was estimated."""
+    levels = {
+        r["factor_level"]: r["site_months"]
+        for r in site_monthly.groupBy("factor_level")
+        .agg(F.count(F.lit(1)).alias("site_months"))
+        .collect()
+    }
+    totals = site_monthly.agg(
+        F.sum("energy_kwh").alias("energy"),
+        F.sum(F.col("energy_kwh") * F.col("estimated_energy_share")).alias("estimated"),
+    ).first()
+    energy = (totals["energy"] or 0.0) if totals else 0.0
+    estimated = (totals["estimated"] or 0.0) if totals else 0.0
+    order = ("egrid_subregion", "subdivision", "country", "global", None)
+    per_level = ", ".join(
+        f"{level or 'none'} {levels[level]}" for level in order if level in levels
+    )
+    share = estimated / energy if energy else 0.0
+    return (
+        f"site_monthly: site-months per factor level: {per_level}; estimated energy "
+        f"{estimated:,.0f} of {energy:,.0f} kWh ({share:.1%})"
     )
 
 

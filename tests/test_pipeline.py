@@ -18,7 +18,6 @@ from carbon_core.config import config_from_mapping
 from carbon_core.errors import InvariantError
 from carbon_core.export import EXPORT_COLUMNS, export_carbon
 from carbon_core.generate import generate_world
-from carbon_core.ingest import ingest_landing
 from carbon_core.lake import read_table, table_commit_time, table_version
 from carbon_core.pipeline import (
     GOLD_ACCOUNT_EMISSIONS,
@@ -29,9 +28,8 @@ from carbon_core.pipeline import (
     lake_path,
     run_pipeline,
 )
-from carbon_core.reference import load_reference_tables
 
-NOV, DEC, JAN = dt.date(2024, 11, 1), dt.date(2024, 12, 1), dt.date(2025, 1, 1)
+DEC, JAN = dt.date(2024, 12, 1), dt.date(2025, 1, 1)
 QUIET = lambda _line: None  # noqa: E731
 
 
@@ -40,7 +38,7 @@ def world(spark, tmp_path_factory):
     root = tmp_path_factory.mktemp("world")
     landing = root / "landing"
     counts = generate_world(
-        spark, landing, scale=20_000, seed=11, malformed_share=0.01, start_month="2024-11", months=3
+        spark, landing, scale=20_000, seed=11, malformed_share=0.01, start_month="2024-12", months=2
     )
     config = config_from_mapping(
         {"lake": str(root / "lake"), "landing": str(landing), "exports": str(root / "exports")}
@@ -64,28 +62,16 @@ def test_every_landing_row_is_in_bronze_or_quarantine(world, spark):
         assert at_ingest > 0, f"the generated world has malformed {dataset.name} rows"
 
 
-def test_reingest_changes_no_count(world, spark):
-    config, counts, _ = world
-    reference = load_reference_tables(spark, None)
-    report = ingest_landing(spark, config.landing, config.lake, reference=reference, log=QUIET)
-    for dataset in schemas.DATASETS:
-        assert (
-            _delta_rs_count(lake_path(config.lake, f"bronze/{dataset.name}"))
-            + report.datasets[dataset.name].quarantined_rows
-            == counts[dataset.name]
-        )
-
-
 def test_run_covers_both_methodology_versions_and_invariants_hold(world, spark):
     config, _, report = world
-    assert report.months == [NOV, DEC, JAN]
+    assert report.months == [DEC, JAN]
     assert report.invariants and all(r.ok for r in report.invariants)
     emissions = read_table(spark, lake_path(config.lake, GOLD_ACCOUNT_EMISSIONS))
     versions = {
         (r["month"], r["model_version"])
         for r in emissions.select("month", "model_version").distinct().collect()
     }
-    assert versions == {(NOV, "v1.0"), (DEC, "v1.0"), (JAN, "v2.0")}
+    assert versions == {(DEC, "v1.0"), (JAN, "v2.0")}
     site_monthly = read_table(spark, lake_path(config.lake, SILVER_SITE_MONTHLY))
     assert site_monthly.where(F.col("factor_level").isNull()).count() == 0
     log = read_table(spark, lake_path(config.lake, GOLD_RUN_LOG)).collect()
@@ -139,7 +125,7 @@ def test_rerun_of_one_month_is_identical_and_touches_only_that_month(world, spar
 
     last = DeltaTable.forPath(spark, path).history(1).first()
     assert "2024-12-01" in last["operationParameters"]["predicate"]
-    assert "2024-11-01" not in last["operationParameters"]["predicate"]
+    assert "2025-01-01" not in last["operationParameters"]["predicate"]
 
 
 def test_a_run_that_breaks_an_invariant_commits_nothing(world, spark, monkeypatch):
@@ -154,20 +140,34 @@ def test_a_run_that_breaks_an_invariant_commits_nothing(world, spark, monkeypatc
         return replace(result, account_emissions=doubled)
 
     monkeypatch.setattr(pipeline, "allocate", broken_allocate)
-    bronze_versions = {
-        d.name: table_version(spark, lake_path(config.lake, f"bronze/{d.name}"))
-        for d in schemas.DATASETS
-    }
     versions = _snapshot(spark, config.lake)
-    with pytest.raises(InvariantError, match=r"conservation.*2024-11|2024-11.*conservation"):
-        run_pipeline(spark, config, month_from=NOV, month_to=NOV, log=QUIET)
-    # the ingest of the failed run was rolled back (restored to the same content)
-    for name, version in bronze_versions.items():
-        table = lake_path(config.lake, f"bronze/{name}")
-        assert read_table(spark, table).count() == read_table(spark, table, version=version).count()
+    runs = read_table(spark, lake_path(config.lake, GOLD_RUN_LOG)).count()
+    with pytest.raises(InvariantError, match=r"conservation.*2024-12|2024-12.*conservation"):
+        run_pipeline(spark, config, month_from=DEC, month_to=DEC, skip_ingest=True, log=QUIET)
     assert _snapshot(spark, config.lake) == versions
-    log = read_table(spark, lake_path(config.lake, GOLD_RUN_LOG))
-    assert log.where(F.col("status") != "succeeded").count() == 0
+    assert read_table(spark, lake_path(config.lake, GOLD_RUN_LOG)).count() == runs
+
+
+def test_a_failure_after_a_commit_restores_the_table(world, spark, monkeypatch):
+    """run_pipeline restores what a failing run already committed (wiring; the restore
+    itself is tested in test_lake)."""
+    config, _, _ = world
+    import carbon_core.pipeline as pipeline
+
+    path = lake_path(config.lake, GOLD_ACCOUNT_EMISSIONS)
+    before = read_table(spark, path).localCheckpoint()
+    version = table_version(spark, path)
+
+    def commit_then_fail(spark_, config_, reference, **kwargs):
+        emptied = read_table(spark_, path).where(F.col("month") == JAN).limit(0)
+        pipeline.replace_months(emptied, path, months=[JAN])
+        raise OSError("disk full (injected)")
+
+    monkeypatch.setattr(pipeline, "_run", commit_then_fail)
+    with pytest.raises(OSError, match="injected"):
+        run_pipeline(spark, config, month_from=JAN, month_to=JAN, log=QUIET)
+    assert table_version(spark, path) == version + 2  # the run's commit, then RESTORE
+    assertDataFrameEqual(read_table(spark, path), before, checkRowOrder=False, rtol=0, atol=0)
 
 
 def test_exports_match_gold_and_hide_internal_accounts(world, spark):
