@@ -14,6 +14,7 @@ from carbon_core.lake import (
     merge_into,
     read_table,
     replace_months,
+    replace_where,
     restore_tables,
     table_version,
     write_table,
@@ -60,6 +61,14 @@ def test_replace_months_rejects_rows_outside_the_months(spark, tmp_path):
         replace_months(_rows(spark, [(FEB, "x", 9.0)]), path, months=[JAN])
     assert table_version(spark, path) == version
     assertDataFrameEqual(read_table(spark, path), _rows(spark, [(JAN, "a", 1.0)]))
+
+
+def test_relative_paths_work_like_absolute_ones(spark, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    replace_where(_rows(spark, [(JAN, "a", 1.0)]), "lake/quarantine/x", predicate="site_id = 'a'")
+    replace_months(_rows(spark, [(FEB, "b", 2.0)]), "lake/silver/y", months=[FEB])
+    assert read_table(spark, str(tmp_path / "lake/quarantine/x")).count() == 1
+    assert table_version(spark, "lake/silver/y") == 1  # create, then the month's commit
 
 
 def test_merge_upserts_on_keys(spark, tmp_path):

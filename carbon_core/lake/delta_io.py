@@ -21,7 +21,11 @@ WriteMode = Literal["overwrite", "append", "error"]
 
 
 def _uri(path: str | Path) -> str:
-    return str(path)
+    """Local paths made absolute (Delta's table builder rejects relative ones); URIs as given."""
+    text = str(path)
+    if "://" in text or text.startswith("file:"):
+        return text
+    return str(Path(text).resolve())
 
 
 def table_exists(spark: SparkSession, path: str | Path) -> bool:
@@ -158,7 +162,7 @@ def restore_tables(spark: SparkSession, checkpoints: Sequence[TableCheckpoint]) 
         current = table_version(spark, checkpoint.path)
         if current is None or current == checkpoint.version:
             continue
-        table = DeltaTable.forPath(spark, checkpoint.path)
+        table = DeltaTable.forPath(spark, _uri(checkpoint.path))
         if checkpoint.version is None:
             # The table did not exist before: empty it, keeping history for audit.
             table.delete()
