@@ -13,6 +13,7 @@ from carbon_core.errors import DeltaJarsMissingError
 
 DELTA_ARTIFACT = "io.delta:delta-spark_2.13"
 _REPO_ROOT = Path(__file__).resolve().parent.parent
+_LOCAL_LOG4J = Path(__file__).resolve().parent / "resources" / "log4j2.properties"
 
 
 def delta_version() -> str:
@@ -67,6 +68,8 @@ def build_spark_session(settings: SparkSettings) -> SparkSession:
     conf["spark.sql.shuffle.partitions"] = str(settings.shuffle_partitions)
     if settings.master and settings.master.startswith("local"):
         conf["spark.ui.enabled"] = "false"
+        # Start-up warnings (loopback hostname, native Hadoop) are noise on a laptop.
+        conf["spark.driver.extraJavaOptions"] = f"-Dlog4j2.configurationFile={_LOCAL_LOG4J}"
         if settings.driver_memory:
             conf["spark.driver.memory"] = settings.driver_memory
     if settings.delta_jars == "auto":

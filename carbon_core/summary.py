@@ -111,19 +111,22 @@ def summarise_months(
 
 
 def format_summary(summaries: Sequence[MonthSummary]) -> str:
-    """A plain-text table of the month summaries."""
+    """A plain-text table of the month summaries (t = MTCO2e)."""
     lines = [
-        "month    model  total LBM t  total MBM t  allocated LBM t  unallocated LBM t by reason"
-        "                   accounts (ext)"
+        "month    model  total LBM t  total MBM t  allocated LBM t  unallocated LBM t"
+        "  accounts (ext)"
     ]
     for s in summaries:
-        reasons = ", ".join(f"{k} {v:,.3f}" for k, v in sorted(s.unallocated_lbm_t.items())) or "-"
+        unallocated = sum(s.unallocated_lbm_t.values())
         lines.append(
             f"{s.month}  {s.model_version:5}  {s.total_lbm_t:11,.3f}  {s.total_mbm_t:11,.3f}"
-            f"  {s.allocated_lbm_t:15,.3f}  {reasons:45}  {s.accounts} ({s.external_accounts})"
+            f"  {s.allocated_lbm_t:15,.3f}  {unallocated:17,.3f}"
+            f"  {s.accounts} ({s.external_accounts})"
         )
     for s in summaries:
+        reasons = ", ".join(f"{k} {v:,.3f}" for k, v in sorted(s.unallocated_lbm_t.items())) or "-"
         regions = ", ".join(f"{k} {v:,.3f}" for k, v in s.top_regions) or "-"
         services = ", ".join(f"{k} {v:,.3f}" for k, v in s.top_services) or "-"
+        lines.append(f"{s.month}  unallocated by reason (t LBM): {reasons}")
         lines.append(f"{s.month}  top regions (t LBM): {regions}; top services: {services}")
     return "\n".join(lines)

@@ -9,7 +9,9 @@ codes are normalised to five digits. Postal codes are never derived.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import io
 import re
 import unicodedata
 from collections.abc import Sequence
@@ -110,7 +112,9 @@ def reverse_geocode(
     import reverse_geocoder as rg
 
     # mode=1: single process (no multiprocessing pool inside Spark drivers).
-    places = rg.search([(float(lat), float(lon)) for lat, lon in coordinates], mode=1)
+    # reverse_geocoder prints a progress line to stdout when it loads its city table.
+    with contextlib.redirect_stdout(io.StringIO()):
+        places = rg.search([(float(lat), float(lon)) for lat, lon in coordinates], mode=1)
     found: list[tuple[str | None, str | None]] = []
     for place in places:
         country = (place.get("cc") or "").strip().upper() or None
