@@ -161,6 +161,10 @@ def run_pipeline(
     except BaseException:
         restore_tables(spark, checkpoints)
         raise
+    finally:
+        # The run persisted its intermediate tables; a long-lived session must get the
+        # memory back whether the run committed or not.
+        spark.catalog.clearCache()
     return report
 
 
