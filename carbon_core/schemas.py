@@ -22,6 +22,10 @@ def _struct(*fields: tuple[str, T.DataType]) -> T.StructType:
     return T.StructType([T.StructField(name, dtype, True) for name, dtype in fields])
 
 
+# Edge/CDN clusters (clusters.kind) are reported with this location everywhere.
+EDGE_KIND = "edge"
+EDGE_LOCATION = "Global"
+
 # The quantity vector that every allocation step moves with the same weights.
 QUANTITIES: tuple[str, ...] = (
     "energy_kwh",

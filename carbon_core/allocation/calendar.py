@@ -10,6 +10,7 @@ from pyspark.sql import types as T
 
 from carbon_core.config import MethodologySettings
 from carbon_core.errors import CarbonlakeError
+from carbon_core.months import add_months
 
 CALENDAR_SCHEMA = T.StructType(
     [
@@ -18,11 +19,6 @@ CALENDAR_SCHEMA = T.StructType(
         T.StructField("model_version", T.StringType(), True),
     ]
 )
-
-
-def next_month(month: dt.date) -> dt.date:
-    """The first day of the month after `month`."""
-    return dt.date(month.year + month.month // 12, month.month % 12 + 1, 1)
 
 
 def month_frame(
@@ -43,5 +39,5 @@ def month_frame(
                     f"no methodology version configured for {month:%Y-%m} "
                     "(methodology.versions starts later)"
                 )
-        rows.append((month, next_month(month), version))
+        rows.append((month, add_months(month, 1), version))
     return spark.createDataFrame(rows, CALENDAR_SCHEMA)

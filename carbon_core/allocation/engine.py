@@ -36,10 +36,13 @@ from carbon_core.allocation.services import (
     usage_weights,
 )
 from carbon_core.config import MethodologySettings
-from carbon_core.schemas import ACCOUNT_EMISSIONS, QUANTITIES, UNALLOCATED
-
-EDGE = "edge"
-EDGE_LOCATION = "Global"
+from carbon_core.schemas import (
+    ACCOUNT_EMISSIONS,
+    EDGE_KIND,
+    EDGE_LOCATION,
+    QUANTITIES,
+    UNALLOCATED,
+)
 
 Materialise = Callable[[DataFrame], DataFrame]
 
@@ -64,7 +67,7 @@ class AllocationResult:
 
 def cluster_months(clusters: DataFrame, calendar: DataFrame) -> DataFrame:
     """(month, cluster_id, location, pre_launch) per cluster and run month."""
-    location = F.when(F.col("kind") == F.lit(EDGE), F.lit(EDGE_LOCATION)).otherwise(
+    location = F.when(F.col("kind") == F.lit(EDGE_KIND), F.lit(EDGE_LOCATION)).otherwise(
         F.coalesce(F.col("name"), F.col("cluster_id"))
     )
     # Pre-launch: launching on or after the first day of the next month.

@@ -17,6 +17,7 @@ from pyspark.sql import functions as F
 
 from carbon_core.errors import InputError
 from carbon_core.months import add_months
+from carbon_core.schemas import EDGE_KIND, EDGE_LOCATION
 
 ExportFormat = Literal["csv", "parquet"]
 
@@ -24,7 +25,6 @@ KG_PER_MTCO2E = 1000
 MTCO2E = "MTCO2e"
 EXPORT_DECIMAL = "decimal(38,6)"
 EDGE_REGION_CODE = "global"
-EDGE_LOCATION = "Global"
 
 # (export value column, gold column in kg); Scope 3 is the same under LBM and MBM
 _VALUES: tuple[tuple[str, str], ...] = (
@@ -62,7 +62,7 @@ def to_export_rows(
 ) -> DataFrame:
     """Gold account rows -> export rows: external accounts only, edge clusters as global."""
     edge = F.broadcast(
-        clusters.where(F.lower("kind") == "edge").select(
+        clusters.where(F.col("kind") == EDGE_KIND).select(
             F.col("cluster_id").alias("edge_cluster_id")
         )
     )
