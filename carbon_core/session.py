@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import sys
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -72,6 +73,10 @@ def build_spark_session(settings: SparkSettings) -> SparkSession:
         conf["spark.driver.extraJavaOptions"] = f"-Dlog4j2.configurationFile={_LOCAL_LOG4J}"
         if settings.driver_memory:
             conf["spark.driver.memory"] = settings.driver_memory
+        # Python workers (the forecast's applyInPandas) must use the driver's
+        # interpreter, which has pandas and statsmodels, not whatever python3 is on PATH.
+        # (PySpark reads the variable when the context starts; the conf key is not enough.)
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     if settings.delta_jars == "auto":
         jars = _cached_delta_jars()
         if jars:
