@@ -100,6 +100,36 @@ class ExportSettings(_Strict):
     history_months: int = Field(default=38, ge=1)
 
 
+class TargetSettings(_Strict):
+    """A reduction target: `reduction_percent` below the baseline year by the target year."""
+
+    business_unit: str
+    baseline_year: int = Field(ge=1990, le=2100)
+    target_year: int = Field(ge=1990, le=2100)
+    reduction_percent: float = Field(gt=0, le=100)
+    basis: Literal["lbm", "mbm"] = "mbm"
+
+    @model_validator(mode="after")
+    def _years(self) -> TargetSettings:
+        if self.target_year <= self.baseline_year:
+            raise ValueError("target_year must be after baseline_year")
+        return self
+
+
+class ForecastSettings(_Strict):
+    horizon_end: str = "2030-12"
+    holdout_months: int = Field(default=6, ge=1)
+    # Series with fewer months than this get a labelled naive forecast.
+    min_history_months: int = Field(default=12, ge=3)
+    interval_level: float = Field(default=0.9, gt=0, lt=1)
+
+    @field_validator("horizon_end")
+    @classmethod
+    def _month(cls, value: str) -> str:
+        parse_month(value)
+        return value
+
+
 class Config(_Strict):
     lake: Path = Path("lake")
     landing: Path = Path("landing")
@@ -109,6 +139,8 @@ class Config(_Strict):
     methodology: MethodologySettings = MethodologySettings()
     generate: GenerateSettings = GenerateSettings()
     export: ExportSettings = ExportSettings()
+    targets: tuple[TargetSettings, ...] = ()
+    forecast: ForecastSettings = ForecastSettings()
 
     def with_overrides(self, **changes: Any) -> Config:
         """A copy with top-level fields replaced (CLI flags win over the file)."""

@@ -345,3 +345,73 @@ RUN_LOG = _struct(
     ("invariants", S),
     ("message", S),
 )
+
+# --- insight layer (gold) -----------------------------------------------------
+
+# Accounts without a business_units row roll up under this label, never disappear.
+UNMAPPED_BUSINESS_UNIT = "unmapped"
+
+BUSINESS_UNITS = Dataset(
+    "business_units",
+    _struct(("account_id", S), ("business_unit", S), ("cost_center", S), ("tags", S)),
+    required=("account_id", "business_unit"),
+    key=("account_id",),
+    mandatory=False,
+)
+
+BU_MONTHLY = _struct(
+    ("month", DATE),
+    ("model_version", S),
+    ("business_unit", S),
+    ("cost_center", S),
+    ("region_code", S),
+    ("location", S),
+    ("product_code", S),
+    ("accounts", LONG),
+    *QUANTITY_FIELDS,
+    ("total_lbm_kg", D),
+    ("total_mbm_kg", D),
+)
+REGION_BENCHMARKS = _struct(
+    ("month", DATE),
+    ("cluster_id", S),
+    ("location", S),
+    ("cluster_kind", S),
+    ("energy_kwh", D),
+    ("estimated_energy_share", D),
+    ("pue", D),
+    ("wue_l_per_kwh", D),
+    ("location_factor_kg_per_kwh", D),
+    ("market_factor_kg_per_kwh", D),
+    ("covered_share", D),
+    ("factor_levels", S),
+    ("provisional", BOOL),
+    ("product_code", S),
+    ("allocation_unit", S),
+    ("usage_amount", D),
+    ("service_lbm_kg", D),
+    ("service_mbm_kg", D),
+    ("lbm_kg_per_unit", D),
+    ("mbm_kg_per_unit", D),
+)
+FORECAST = _struct(
+    ("month", DATE),
+    ("payer_account_id", S),
+    ("region_code", S),
+    ("location", S),
+    ("product_code", S),
+    ("method", S),
+    ("history_months", INT),
+    ("last_actual_month", DATE),
+    ("interval_level", D),
+    ("energy_kwh", D),
+    ("total_lbm_kg", D),
+    ("lbm_lower_kg", D),
+    ("lbm_upper_kg", D),
+    ("total_mbm_kg", D),
+    ("mbm_lower_kg", D),
+    ("mbm_upper_kg", D),
+    ("covered_share", D),
+    ("backtest_mape_lbm", D),
+    ("backtest_mape_mbm", D),
+)
