@@ -31,12 +31,16 @@ from carbon_core.allocation.invariants import InvariantResult
 from carbon_core.config import Config
 from carbon_core.errors import CarbonlakeError, InputError, InvariantError
 from carbon_core.ingest import IngestReport, ingest_landing, read_bronze
+from carbon_core.insight.benchmarks import build_region_benchmarks
+from carbon_core.insight.rollups import build_bu_monthly, check_rollup_totals
+from carbon_core.insight.targets import TARGETS_PROPERTY, progress_json, target_progress
 from carbon_core.lake import (
     TableCheckpoint,
     read_table,
     replace_months,
     replace_where,
     restore_tables,
+    set_table_properties,
     table_exists,
     table_version,
     write_table,
@@ -67,7 +71,19 @@ MONTHLY_TABLES: tuple[str, ...] = (
     GOLD_UNALLOCATED,
     GOLD_RACK_UTILISATION,
     GOLD_CLUSTER_EFFICIENCY,
+    GOLD_BU_MONTHLY,
+    GOLD_REGION_BENCHMARKS,
 )
+# The run-time check that gold/bu_monthly keeps every kg of gold/account_emissions.
+BU_TOTALS_CHECK = "bu_monthly_totals"
+
+
+@dataclass(frozen=True)
+class InsightResult:
+    """The insight layer's month-replaced gold tables for the run's months."""
+
+    bu_monthly: DataFrame  # schemas.BU_MONTHLY
+    region_benchmarks: DataFrame  # schemas.REGION_BENCHMARKS
 
 
 @dataclass
@@ -257,6 +273,16 @@ def _run(
         )
     )
 
+    finish = _timed(log, "insight")
+    insight = _build_insight(bronze, silver, allocation)
+    report.stages.append(
+        finish(
+            allocation.account_emissions.count(),
+            insight.bu_monthly.count() + insight.region_benchmarks.count(),
+            0,
+        )
+    )
+
     finish = _timed(log, "invariants")
     rack_embodied = rack_embodied_monthly(
         bronze["racks"], months, it_lifetime_months=config.methodology.it_lifetime_months
@@ -268,6 +294,12 @@ def _run(
         unallocated=allocation.unallocated,
         accounts=bronze["accounts"],
         rel_tolerance=config.methodology.invariant_rel_tolerance,
+    )
+    report.invariants += check_rollup_totals(
+        insight.bu_monthly,
+        allocation.account_emissions,
+        rel_tolerance=config.methodology.invariant_rel_tolerance,
+        check=BU_TOTALS_CHECK,
     )
     failed = [r for r in report.invariants if not r.ok]
     report.stages.append(finish(len(report.invariants), len(report.invariants) - len(failed), 0))
@@ -281,9 +313,38 @@ def _run(
         )
 
     finish = _timed(log, "commit")
-    _commit(spark, lake, months, silver, allocation)
+    _commit(spark, lake, months, silver, allocation, insight)
+    _record_target_progress(spark, lake, config, log)
     report.stages.append(finish(0, len(MONTHLY_TABLES), 0))
     return report
+
+
+def _build_insight(
+    bronze: dict[str, DataFrame], silver: SiteMonthlyResult, allocation: AllocationResult
+) -> InsightResult:
+    """gold/bu_monthly and gold/region_benchmarks of the run's months (persisted: the
+    invariants and the commit read them)."""
+    bu_monthly = build_bu_monthly(allocation.account_emissions, bronze["business_units"])
+    region_benchmarks = build_region_benchmarks(
+        site_monthly=silver.site_monthly,
+        cluster_efficiency=silver.cluster_efficiency,
+        rack_utilisation=allocation.rack_utilisation,
+        usage=bronze["usage"],
+        service_catalog=bronze["service_catalog"],
+        clusters=bronze["clusters"],
+    )
+    return InsightResult(_persist(bu_monthly), _persist(region_benchmarks))
+
+
+def _record_target_progress(spark: SparkSession, lake: Path, config: Config, log: Log) -> None:
+    """Progress against config.targets over the whole of gold/bu_monthly, as JSON in its
+    TARGETS_PROPERTY table property (removed when no target is configured)."""
+    path = lake_path(lake, GOLD_BU_MONTHLY)
+    value = None
+    if config.targets:
+        value = progress_json(target_progress(read_table(spark, path), config.targets))
+        log(f"targets: {len(config.targets)} target(s), progress in {TARGETS_PROPERTY}")
+    set_table_properties(spark, path, {TARGETS_PROPERTY: value})
 
 
 def _persist_silver(silver: SiteMonthlyResult) -> SiteMonthlyResult:
@@ -340,6 +401,7 @@ def _commit(
     months: Sequence[dt.date],
     silver: SiteMonthlyResult,
     allocation: AllocationResult,
+    insight: InsightResult | None = None,
 ) -> None:
     """One atomic month-replacing commit per table (the caller restores on failure)."""
     writes: list[tuple[str, DataFrame]] = [
@@ -350,6 +412,11 @@ def _commit(
         (GOLD_ACCOUNT_EMISSIONS, allocation.account_emissions),
         (GOLD_UNALLOCATED, allocation.unallocated),
     ]
+    if insight is not None:
+        writes += [
+            (GOLD_BU_MONTHLY, insight.bu_monthly),
+            (GOLD_REGION_BENCHMARKS, insight.region_benchmarks),
+        ]
     for table, frame in writes:
         replace_months(frame, lake_path(lake, table), months=months)
     replace_where(

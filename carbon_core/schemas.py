@@ -139,6 +139,14 @@ USAGE = Dataset(
         "usage_amount",
     ),
 )
+# Optional: maps accounts to business units and cost centers (tags: k=v;k=v).
+BUSINESS_UNITS = Dataset(
+    "business_units",
+    _struct(("account_id", S), ("business_unit", S), ("cost_center", S), ("tags", S)),
+    required=("account_id", "business_unit"),
+    key=("account_id",),
+    mandatory=False,
+)
 UTILITY_INVOICES = Dataset(
     "utility_invoices",
     _struct(
@@ -229,6 +237,7 @@ DATASETS: tuple[Dataset, ...] = (
     ACCOUNTS,
     SERVICE_CATALOG,
     USAGE,
+    BUSINESS_UNITS,
     ELECTRICITY_PRICES,
     UTILITY_INVOICES,
     FUEL_RECORDS,
@@ -351,14 +360,6 @@ RUN_LOG = _struct(
 # Accounts without a business_units row roll up under this label, never disappear.
 UNMAPPED_BUSINESS_UNIT = "unmapped"
 
-BUSINESS_UNITS = Dataset(
-    "business_units",
-    _struct(("account_id", S), ("business_unit", S), ("cost_center", S), ("tags", S)),
-    required=("account_id", "business_unit"),
-    key=("account_id",),
-    mandatory=False,
-)
-
 BU_MONTHLY = _struct(
     ("month", DATE),
     ("model_version", S),
@@ -371,6 +372,22 @@ BU_MONTHLY = _struct(
     *QUANTITY_FIELDS,
     ("total_lbm_kg", D),
     ("total_mbm_kg", D),
+)
+# Progress of one configured reduction target in one year (carbon_core.insight.targets).
+TARGET_PROGRESS = _struct(
+    ("business_unit", S),
+    ("basis", S),
+    ("baseline_year", INT),
+    ("target_year", INT),
+    ("reduction_percent", D),
+    ("baseline_months", INT),
+    ("baseline_kg", D),
+    ("year", INT),
+    ("months", INT),
+    ("actual_kg", D),
+    ("annualised_kg", D),
+    ("path_kg", D),
+    ("on_track", BOOL),
 )
 REGION_BENCHMARKS = _struct(
     ("month", DATE),
@@ -393,6 +410,25 @@ REGION_BENCHMARKS = _struct(
     ("service_mbm_kg", D),
     ("lbm_kg_per_unit", D),
     ("mbm_kg_per_unit", D),
+)
+# Per foundational product, clusters ranked by kg CO2e per unit over a period (insight.benchmarks).
+GREENER_REGIONS = _struct(
+    ("product_code", S),
+    ("allocation_unit", S),
+    ("mbm_rank", INT),
+    ("lbm_rank", INT),
+    ("cluster_id", S),
+    ("location", S),
+    ("cluster_kind", S),
+    ("months", INT),
+    ("usage_amount", D),
+    ("service_lbm_kg", D),
+    ("service_mbm_kg", D),
+    ("lbm_kg_per_unit", D),
+    ("mbm_kg_per_unit", D),
+    ("estimated_energy_share", D),
+    ("factor_levels", S),
+    ("provisional", BOOL),
 )
 FORECAST = _struct(
     ("month", DATE),

@@ -23,6 +23,7 @@ from carbon_core import schemas
 from carbon_core.errors import InputError
 from carbon_core.ingest import INGEST_ORDER, IngestReport, ingest_landing, read_bronze
 from carbon_core.ingest.rules import (
+    MALFORMED_TAGS,
     PARENTS,
     parse_boolean,
     parse_date,
@@ -132,6 +133,23 @@ r1,2025-01-01T00:00:00+00:00,99,1,duplicate
 2025-01-01,p2,p2,S3,c2,csv_ok,GB-months,3
 2025-01-01T02:00:00Z,p1,u1,EC2,c1,csv_missing_amount,vCPU-hours,
 """,
+    # tags: k=v pairs separated by ';' (a trailing ';' is fine, '=' may appear in a value)
+    "business_units/a.csv": """account_id,business_unit,cost_center,tags,note
+u1,Retail,RC-1,env=prod;owner=team-a,ok_tags
+u2,Retail,,,ok_bare
+p2,Media,MC-1,env=prod;,ok_trailing
+p1,Finance,FC-1,cost=a=b,ok_value_with_equals
+u3,Retail,RC-1,,quarantined_account
+u9,Retail,RC-1,,unknown_account
+p1,,RC-1,,missing_business_unit
+p1,Finance,FC-1,env,no_equals
+p1,Finance,FC-1,=prod,empty_key
+p1,Finance,FC-1,a=1; =x,blank_key
+,Retail,RC-1,,missing_account_id
+""",
+    "business_units/b.csv": """account_id,business_unit,cost_center,tags,note
+u1,Media,MC-1,env=dev,duplicate
+""",
     "electricity_prices/a.csv": """country_code,subdivision_code,year,price_per_kwh,currency,note
 us,us-va,2024,0.10,USD,ok_subdivision
 US,,2024,0.12,USD,ok_country
@@ -218,6 +236,7 @@ EXPECTED_COUNTS = {
     "racks": (14, 3, 11),
     "rack_telemetry": (15, 5, 10),
     "usage": (12, 4, 8),
+    "business_units": (12, 4, 8),
     "electricity_prices": (5, 2, 3),
     "utility_invoices": (8, 2, 6),
     "fuel_records": (6, 1, 5),
@@ -315,6 +334,19 @@ EXPECTED_QUARANTINE: dict[str, tuple[Label, dict[str | None, str]]] = {
             "unknown_region": "unknown region_code",
             "negative": "negative usage_amount",
             "csv_missing_amount": "missing usage_amount",
+        },
+    ),
+    "business_units": (
+        lambda raw: raw["note"],
+        {
+            "quarantined_account": "unknown account_id",
+            "unknown_account": "unknown account_id",
+            "missing_business_unit": "missing business_unit",
+            "no_equals": MALFORMED_TAGS,
+            "empty_key": MALFORMED_TAGS,
+            "blank_key": MALFORMED_TAGS,
+            "missing_account_id": "missing account_id",
+            "duplicate": "duplicate key",  # b.csv sorts after a.csv: a.csv's u1 is kept
         },
     ),
     "electricity_prices": (
@@ -513,6 +545,14 @@ def test_bronze_has_typed_values_and_lineage(spark, ingested) -> None:
     ]
     kept = read_bronze(spark, lake, "rack_telemetry").where("rack_id = 'r1'").orderBy("hour")
     assert kept.first()["it_energy_kwh"] == pytest.approx(10.5, rel=1e-9)  # not the duplicate's 99
+
+    units = read_bronze(spark, lake, "business_units").select(*schemas.BUSINESS_UNITS.columns)
+    assert sorted(map(tuple, units.collect())) == [
+        ("p1", "Finance", "FC-1", "cost=a=b"),
+        ("p2", "Media", "MC-1", "env=prod;"),
+        ("u1", "Retail", "RC-1", "env=prod;owner=team-a"),
+        ("u2", "Retail", None, None),
+    ]
 
     price = read_bronze(spark, lake, "electricity_prices").where("subdivision_code IS NULL")
     assert price.first()["price_per_kwh"] == pytest.approx(0.12, rel=1e-9)  # smallest raw kept

@@ -245,6 +245,69 @@ def catalog_table(plan: WorldPlan, share: float) -> Table:
     )
 
 
+# --- business units ----------------------------------------------------------------
+
+BUSINESS_UNIT_COLUMNS = ("account_id", "business_unit", "cost_center", "tags")
+# External payers' business units, in turn by payer; internal accounts form Platform.
+# conf/local.yaml's example targets name these.
+EXTERNAL_BUSINESS_UNITS: tuple[tuple[str, str], ...] = (
+    ("Retail", "RET"),
+    ("Media", "MED"),
+    ("Financial Services", "FIN"),
+)
+INTERNAL_BUSINESS_UNIT = ("Platform", "PLT")
+# The edge-only payer's accounts (with CloudFront usage) are left unmapped on purpose.
+UNMAPPED_KEYS = frozenset({"edge"})
+
+
+def _tag_text(value: str) -> str:
+    return "-".join(value.lower().replace("(", "").replace(")", "").replace("'", "").split())
+
+
+def business_units_table(plan: WorldPlan, share: float) -> Table:
+    """The business_units dataset: every account but the edge-only payer's, by payer."""
+    payers = [a for a in plan.accounts if a.account_id == a.payer_account_id]
+    external_payers = [a.payer_account_id for a in payers if not a.is_internal]
+    valid: list[Row] = []
+    for account in plan.accounts:
+        if account.key in UNMAPPED_KEYS:
+            continue
+        if account.is_internal:
+            (unit, code), owner = INTERNAL_BUSINESS_UNIT, f"platform-{account.key}"
+            env = "prod"
+        else:
+            index = external_payers.index(account.payer_account_id)
+            unit, code = EXTERNAL_BUSINESS_UNITS[index % len(EXTERNAL_BUSINESS_UNITS)]
+            owner = _tag_text(account.key)
+            env = account.name.removeprefix(account.key).strip()  # "prod", "(management)"...
+        production = account.account_id == account.payer_account_id or env == "prod"
+        valid.append(
+            {
+                "account_id": account.account_id,
+                "business_unit": unit,
+                "cost_center": f"{code}-{100 if production else 200}",
+                "tags": f"env={_tag_text(env)};owner={owner}",
+            }
+        )
+    known = {a.account_id for a in plan.accounts}
+    fresh = (f"8{i:011d}" for i in range(10**6) if f"8{i:011d}" not in known)
+    bad = {
+        "missing_account_id": {"account_id": None},
+        "missing_business_unit": {"business_unit": None},
+        "unknown_account": lambda row, i: {"account_id": next(fresh)},
+        "duplicate_account": {},  # an exact copy: one of the two is kept
+        "tags_without_equals": {"tags": "env;owner=nobody"},
+        "tags_empty_key": {"tags": "env=prod;=orphan"},
+    }
+    # Every kind at least once: the table is small, and each kind is a rule to exercise.
+    count = max(malformed_count(len(valid), share), len(bad)) if share > 0 else 0
+    return Table(
+        BUSINESS_UNIT_COLUMNS,
+        valid,
+        _corrupt(valid, tuple(bad), count, rng(plan.seed, "bad-bu"), bad),
+    )
+
+
 # --- electricity prices and invoices -------------------------------------------------
 
 PRICE_COLUMNS = ("country_code", "subdivision_code", "year", "price_per_kwh", "currency")

@@ -145,6 +145,7 @@ def generate_world(
         "sites": small.sites_table(plan, malformed_share),
         "accounts": small.accounts_table(plan, malformed_share),
         "service_catalog": small.catalog_table(plan, malformed_share),
+        "business_units": small.business_units_table(plan, malformed_share),
         "electricity_prices": small.prices_table(plan, prices, malformed_share),
         "utility_invoices": small.invoices_table(plan, energy, prices, malformed_share),
         "fuel_records": small.fuel_table(plan, malformed_share),

@@ -42,6 +42,7 @@ INGEST_ORDER: tuple[str, ...] = (
     "racks",
     "rack_telemetry",
     "usage",
+    "business_units",
     "electricity_prices",
     "utility_invoices",
     "fuel_records",

@@ -49,6 +49,7 @@ PAYER_NOT_SELF_PAYING = "payer_account_id is not a payer account"
 WRONG_PAYER = "usage_account_id's payer is not payer_account_id"
 MISSING_ENERGY_OR_AMOUNT = "missing energy_kwh or amount with currency"
 MISSING_SITE_OR_BOUNDARY = "missing site_id or market_boundary"
+MALFORMED_TAGS = "malformed tags (expected key=value pairs with a non-empty key, separated by ';')"
 
 
 def invalid_reason(dtype: T.DataType, column: str) -> str:
@@ -98,6 +99,7 @@ PARENTS: dict[str, tuple[str, ...]] = {
     "racks": ("sites", "service_catalog"),
     "rack_telemetry": ("racks",),
     "usage": ("accounts", "service_catalog", "clusters"),
+    "business_units": ("accounts",),
     "electricity_prices": (),
     "utility_invoices": ("sites",),
     "fuel_records": ("sites",),
@@ -437,6 +439,32 @@ def usage_rules(df: DataFrame, parents: Parents, fuel_factors: DataFrame) -> Dat
     )
 
 
+TAG_SEPARATOR = ";"
+TAG_KEY_VALUE = "="
+
+
+def malformed_tags(tags: Column) -> Column:
+    """True when a non-empty `k=v;k=v` segment lacks '=' or has an empty key (empty segments,
+    e.g. after a trailing ';', are ignored); null tags are not malformed."""
+    pairs = F.filter(F.split(tags, TAG_SEPARATOR), lambda pair: F.trim(pair) != "")
+    return F.exists(
+        pairs,
+        lambda pair: (
+            ~pair.contains(TAG_KEY_VALUE)
+            | (F.trim(F.substring_index(pair, TAG_KEY_VALUE, 1)) == "")
+        ),
+    )
+
+
+def business_units_rules(df: DataFrame, parents: Parents, fuel_factors: DataFrame) -> DataFrame:
+    """Account exists; tags are key=value pairs."""
+    looked_up = lookup(df, parents["accounts"], on=[("account_id", "account_id")], flag="_account")
+    return add_reasons(
+        looked_up,
+        [_unknown("account_id", "_account"), (malformed_tags(F.col("tags")), MALFORMED_TAGS)],
+    )
+
+
 def electricity_prices_rules(df: DataFrame, parents: Parents, fuel_factors: DataFrame) -> DataFrame:
     """Codes upper-case; price >= 0."""
     upper = _upper_codes(df, schemas.ELECTRICITY_PRICES, ("country_code", "subdivision_code"))
@@ -506,6 +534,7 @@ DATASET_RULES: dict[str, Rules] = {
     "accounts": accounts_rules,
     "service_catalog": service_catalog_rules,
     "usage": usage_rules,
+    "business_units": business_units_rules,
     "electricity_prices": electricity_prices_rules,
     "utility_invoices": utility_invoices_rules,
     "fuel_records": fuel_records_rules,

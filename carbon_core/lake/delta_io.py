@@ -8,7 +8,7 @@ delta-rs's ``write_deltalake``.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -168,3 +168,34 @@ def restore_tables(spark: SparkSession, checkpoints: Sequence[TableCheckpoint]) 
             table.delete()
         else:
             table.restoreToVersion(checkpoint.version)
+
+
+def _sql_text(value: str) -> str:
+    """A SQL string literal (Spark unescapes backslashes in literals)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def table_properties(spark: SparkSession, path: str | Path) -> dict[str, str]:
+    """The table's properties (TBLPROPERTIES), e.g. for metadata a run recorded."""
+    detail = DeltaTable.forPath(spark, _uri(path)).detail().select("properties").first()
+    return {} if detail is None or detail["properties"] is None else dict(detail["properties"])
+
+
+def set_table_properties(
+    spark: SparkSession,
+    path: str | Path,
+    properties: Mapping[str, str | None],
+) -> bool:
+    """Set (or, for None, unset) table properties in one commit each way; properties that
+    already hold the value are left alone, so a no-op makes no commit. True if it committed."""
+    current = table_properties(spark, path)
+    to_set = {k: v for k, v in properties.items() if v is not None and current.get(k) != v}
+    to_unset = [k for k, v in properties.items() if v is None and k in current]
+    table = f"delta.`{_uri(path)}`"
+    if to_set:
+        pairs = ", ".join(f"{_sql_text(k)} = {_sql_text(v)}" for k, v in to_set.items())
+        spark.sql(f"ALTER TABLE {table} SET TBLPROPERTIES ({pairs})")
+    if to_unset:
+        keys = ", ".join(_sql_text(k) for k in to_unset)
+        spark.sql(f"ALTER TABLE {table} UNSET TBLPROPERTIES IF EXISTS ({keys})")
+    return bool(to_set or to_unset)
