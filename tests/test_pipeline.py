@@ -21,6 +21,7 @@ from carbon_core.generate import generate_world
 from carbon_core.lake import read_table, table_commit_time, table_version
 from carbon_core.pipeline import (
     GOLD_ACCOUNT_EMISSIONS,
+    GOLD_BU_MONTHLY,
     GOLD_RUN_LOG,
     GOLD_UNALLOCATED,
     MONTHLY_TABLES,
@@ -104,6 +105,25 @@ def test_conservation_per_month_and_quantity(world, spark):
     for row in out.collect():
         for quantity in schemas.QUANTITIES:
             assert row[quantity] == pytest.approx(expected[(row["month"], quantity)], rel=1e-9)
+
+
+def test_bu_monthly_adds_up_to_account_emissions_and_keeps_unmapped_accounts(world, spark):
+    config, _, _ = world
+    totals = [F.sum(q).alias(q) for q in ("total_lbm_kg", "total_mbm_kg", "water_l")]
+
+    def per_month(table):
+        frame = read_table(spark, lake_path(config.lake, table)).groupBy("month").agg(*totals)
+        return {r["month"]: r for r in frame.collect()}
+
+    expected, got = per_month(GOLD_ACCOUNT_EMISSIONS), per_month(GOLD_BU_MONTHLY)
+    assert set(got) == set(expected) == {DEC, JAN}
+    for month, row in expected.items():
+        for quantity in ("total_lbm_kg", "total_mbm_kg", "water_l"):
+            assert got[month][quantity] == pytest.approx(row[quantity], rel=1e-9), quantity
+    unmapped = read_table(spark, lake_path(config.lake, GOLD_BU_MONTHLY)).where(
+        F.col("business_unit") == schemas.UNMAPPED_BUSINESS_UNIT
+    )
+    assert unmapped.where(F.col("total_mbm_kg") > 0).count() > 0
 
 
 def _snapshot(spark, lake):
