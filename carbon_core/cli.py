@@ -82,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--lake", type=Path)
     report.add_argument("--out", type=Path, required=True, help="HTML file to write")
     report.add_argument("--payer", help="report only this payer account's data")
+    report.add_argument("--screenshot", type=Path, help="also save a PNG (headless Chromium)")
     _months(report)
     return parser
 
@@ -224,6 +225,14 @@ def cmd_report(args: argparse.Namespace) -> int:
         f"report: {args.out} ({data.month_from:%Y-%m} to {data.month_to:%Y-%m}, "
         f"{data.total_lbm_kg / 1000:,.1f} t CO2e LBM, {data.total_mbm_kg / 1000:,.1f} t MBM)"
     )
+    if args.screenshot is not None:
+        from carbon_core.report.browser import BrowserError, screenshot
+
+        try:
+            print(f"report screenshot: {screenshot(args.out, args.screenshot)}")
+        except BrowserError as error:
+            # The report itself is written; a missing browser only costs the picture.
+            print(f"report screenshot skipped: {error}", file=sys.stderr)
     return 0
 
 
