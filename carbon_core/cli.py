@@ -1,4 +1,4 @@
-"""`carbonlake` command line: generate, ingest, run, export."""
+"""`carbonlake` command line: generate, ingest, run, export, report."""
 
 from __future__ import annotations
 
@@ -76,6 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", type=Path)
     export.add_argument("--format", choices=["csv", "parquet"])
     _months(export)
+
+    report = commands.add_parser("report", help="self-contained HTML report with charts")
+    _common(report)
+    report.add_argument("--lake", type=Path)
+    report.add_argument("--out", type=Path, required=True, help="HTML file to write")
+    report.add_argument("--payer", help="report only this payer account's data")
+    report.add_argument("--screenshot", type=Path, help="also save a PNG (headless Chromium)")
+    _months(report)
     return parser
 
 
@@ -200,12 +208,46 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from carbon_core.report import ReportRequest, write_report
+    from carbon_core.session import build_spark_session
+
+    config = load_config(args.config).with_overrides(lake=args.lake)
+    spark = build_spark_session(config.spark)
+    request = ReportRequest(
+        payer=args.payer,
+        month_from=args.month_from,
+        month_to=args.month_to,
+        targets=config.targets,
+    )
+    data = write_report(spark, config.lake, args.out, request)
+    print(
+        f"report: {args.out} ({data.month_from:%Y-%m} to {data.month_to:%Y-%m}, "
+        f"{data.total_lbm_kg / 1000:,.1f} t CO2e LBM, {data.total_mbm_kg / 1000:,.1f} t MBM)"
+    )
+    if args.screenshot is not None:
+        from carbon_core.report.browser import BrowserError, screenshot
+
+        try:
+            print(f"report screenshot: {screenshot(args.out, args.screenshot)}")
+        except BrowserError as error:
+            # The report itself is written; a missing browser only costs the picture.
+            print(f"report screenshot skipped: {error}", file=sys.stderr)
+    return 0
+
+
 def _validate_config_first(args: argparse.Namespace) -> None:
     """Fail on a bad config file before Spark or any heavy import starts."""
     load_config(args.config)
 
 
-COMMANDS = {"generate": cmd_generate, "ingest": cmd_ingest, "run": cmd_run, "export": cmd_export}
+COMMANDS = {
+    "generate": cmd_generate,
+    "ingest": cmd_ingest,
+    "run": cmd_run,
+    "export": cmd_export,
+    "report": cmd_report,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,260 @@
+"""Small Spark aggregations behind the report's charts (DataFrame -> DataFrame).
+
+Every function here reduces a gold or silver table to at most one row per
+month x (region | service | reason | business unit | factor level), so the
+result is safe to bring to the driver for charting.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+# Backtest MAPE buckets (upper bounds, in percent) of the summary chart.
+MAPE_BUCKETS: tuple[tuple[str, float], ...] = (
+    ("< 5 %", 5.0),
+    ("5-10 %", 10.0),
+    ("10-20 %", 20.0),
+    ("20-50 %", 50.0),
+)
+MAPE_OVER = "≥ 50 %"
+MAPE_MISSING = "no backtest"
+
+
+def _sum(column: str) -> Column:
+    return F.sum(F.col(column)).alias(column)
+
+
+def _ratio(numerator: Column, denominator: Column) -> Column:
+    """numerator / denominator, null when the denominator is not positive."""
+    return F.when(denominator > 0, numerator / denominator)
+
+
+def in_period(df: DataFrame, month_from: dt.date, month_to: dt.date) -> DataFrame:
+    """Rows whose month lies in [month_from, month_to]."""
+    return df.where(F.col("month").between(F.lit(month_from), F.lit(month_to)))
+
+
+def for_payer(df: DataFrame, payer: str | None) -> DataFrame:
+    """Only the rows of one payer (all rows when payer is None)."""
+    if payer is None:
+        return df
+    return df.where(F.col("payer_account_id") == F.lit(payer))
+
+
+def monthly_by_scope(emissions: DataFrame) -> DataFrame:
+    """Per month: every scope, LBM and MBM totals, energy and water."""
+    quantities = (
+        "scope1_kg",
+        "scope2_lbm_kg",
+        "scope2_mbm_kg",
+        "scope3_kg",
+        "total_lbm_kg",
+        "total_mbm_kg",
+        "energy_kwh",
+        "water_l",
+    )
+    return emissions.groupBy("month").agg(*(_sum(q) for q in quantities)).orderBy("month")
+
+
+def totals_by(emissions: DataFrame, *keys: str) -> DataFrame:
+    """LBM and MBM totals per key, largest LBM first."""
+    return (
+        emissions.groupBy(*keys)
+        .agg(_sum("total_lbm_kg"), _sum("total_mbm_kg"), _sum("energy_kwh"))
+        .orderBy(F.col("total_lbm_kg").desc(), *keys)
+    )
+
+
+def top_accounts(emissions: DataFrame, key: str, limit: int) -> DataFrame:
+    """The `limit` largest accounts (by LBM) under `key`."""
+    ranked = totals_by(emissions, key).limit(limit)
+    return ranked.select(F.col(key).alias("account_id"), "total_lbm_kg", "total_mbm_kg")
+
+
+def unallocated_by_reason(unallocated: DataFrame) -> DataFrame:
+    """Per month and reason: the unallocated footprint, LBM and MBM."""
+    lbm = F.col("scope1_kg") + F.col("scope2_lbm_kg") + F.col("scope3_kg")
+    mbm = F.col("scope1_kg") + F.col("scope2_mbm_kg") + F.col("scope3_kg")
+    return (
+        unallocated.groupBy("month", "reason")
+        .agg(
+            F.sum(lbm).alias("total_lbm_kg"),
+            F.sum(mbm).alias("total_mbm_kg"),
+            _sum("energy_kwh"),
+        )
+        .orderBy("month", "reason")
+    )
+
+
+def coverage_by_month(site_monthly: DataFrame) -> DataFrame:
+    """Per month: energy-weighted estimated share, provisional flag and site-month count."""
+    estimated_kwh = F.col("energy_kwh") * F.coalesce(F.col("estimated_energy_share"), F.lit(0.0))
+    return (
+        site_monthly.groupBy("month")
+        .agg(
+            F.sum("energy_kwh").alias("energy_kwh"),
+            F.sum(estimated_kwh).alias("estimated_kwh"),
+            F.max(F.col("provisional").cast("int")).alias("provisional_sites"),
+            F.count(F.lit(1)).alias("site_months"),
+        )
+        .select(
+            "month",
+            "energy_kwh",
+            _ratio(F.col("estimated_kwh"), F.col("energy_kwh")).alias("estimated_share"),
+            (F.coalesce(F.col("provisional_sites"), F.lit(0)) > 0).alias("provisional"),
+            "site_months",
+        )
+        .orderBy("month")
+    )
+
+
+def factor_levels_by_month(site_monthly: DataFrame) -> DataFrame:
+    """Per month and grid-factor level: the number of site-months that used it."""
+    level = F.coalesce(F.col("factor_level"), F.lit("none"))
+    return (
+        site_monthly.groupBy("month", level.alias("factor_level"))
+        .agg(F.count(F.lit(1)).alias("site_months"))
+        .orderBy("month", "factor_level")
+    )
+
+
+def efficiency_by_cluster(cluster_efficiency: DataFrame) -> DataFrame:
+    """Per cluster over the period: PUE and WUE as ratios of sums (energy-weighted)."""
+    return (
+        cluster_efficiency.groupBy("cluster_id")
+        .agg(_sum("facility_energy_kwh"), _sum("it_energy_kwh"), _sum("water_l"))
+        .select(
+            "cluster_id",
+            "it_energy_kwh",
+            _ratio(F.col("facility_energy_kwh"), F.col("it_energy_kwh")).alias("pue"),
+            _ratio(F.col("water_l"), F.col("it_energy_kwh")).alias("wue_l_per_kwh"),
+        )
+        .where(F.col("pue").isNotNull())
+        .orderBy("pue", "cluster_id")
+    )
+
+
+def service_intensity(benchmarks: DataFrame) -> DataFrame:
+    """Per foundational service and cluster: kg CO2e per unit over the period, ranked.
+
+    Intensities are ratios of period sums (not means of monthly ratios). A cluster
+    is flagged `estimated` when any of its energy in the period was estimated, and
+    `provisional` when any month used provisional inputs.
+    """
+    estimated_kwh = F.col("energy_kwh") * F.coalesce(F.col("estimated_energy_share"), F.lit(0.0))
+    usage_positive = F.col("usage_amount") > 0
+    per_cluster = (
+        benchmarks.where(usage_positive)
+        .groupBy("product_code", "allocation_unit", "cluster_id", "location")
+        .agg(
+            _sum("usage_amount"),
+            _sum("service_lbm_kg"),
+            _sum("service_mbm_kg"),
+            F.max(estimated_kwh).alias("max_estimated_kwh"),
+            F.max(F.col("provisional").cast("int")).alias("any_provisional"),
+        )
+    )
+    return per_cluster.select(
+        "product_code",
+        "allocation_unit",
+        "cluster_id",
+        "location",
+        "usage_amount",
+        (F.col("service_lbm_kg") / F.col("usage_amount")).alias("lbm_kg_per_unit"),
+        (F.col("service_mbm_kg") / F.col("usage_amount")).alias("mbm_kg_per_unit"),
+        (F.coalesce(F.col("max_estimated_kwh"), F.lit(0.0)) > 0).alias("estimated"),
+        (F.coalesce(F.col("any_provisional"), F.lit(0)) > 0).alias("provisional"),
+    ).orderBy("product_code", "lbm_kg_per_unit", "cluster_id")
+
+
+def bu_monthly_totals(bu_monthly: DataFrame) -> DataFrame:
+    """Per month and business unit: LBM and MBM totals (operator-wide rollup)."""
+    return (
+        bu_monthly.groupBy("month", "business_unit")
+        .agg(_sum("total_lbm_kg"), _sum("total_mbm_kg"))
+        .orderBy("month", "business_unit")
+    )
+
+
+def payer_bu_monthly_totals(
+    emissions: DataFrame, business_units: DataFrame, unmapped: str
+) -> DataFrame:
+    """Per month and business unit from account rows (one payer's report); unmapped kept."""
+    mapping = business_units.select(
+        F.col("account_id").alias("usage_account_id"), "business_unit"
+    ).dropDuplicates(["usage_account_id"])
+    labelled = emissions.join(F.broadcast(mapping), on="usage_account_id", how="left").select(
+        "month",
+        F.coalesce(F.col("business_unit"), F.lit(unmapped)).alias("business_unit"),
+        "total_lbm_kg",
+        "total_mbm_kg",
+    )
+    return bu_monthly_totals(labelled)
+
+
+def forecast_by_month(forecast: DataFrame) -> DataFrame:
+    """Per forecast month: LBM and MBM with summed interval bounds (a conservative band)."""
+    columns = (
+        "total_lbm_kg",
+        "lbm_lower_kg",
+        "lbm_upper_kg",
+        "total_mbm_kg",
+        "mbm_lower_kg",
+        "mbm_upper_kg",
+    )
+    return (
+        forecast.groupBy("month")
+        .agg(*(_sum(c) for c in columns), F.max("interval_level").alias("interval_level"))
+        .orderBy("month")
+    )
+
+
+def _mape_bucket(column: str) -> Column:
+    value = F.col(column)
+    bucket = F.when(value.isNull() | F.isnan(value), F.lit(MAPE_MISSING))
+    for label, upper in MAPE_BUCKETS:
+        bucket = bucket.when(value < upper, F.lit(label))
+    return bucket.otherwise(F.lit(MAPE_OVER))
+
+
+def backtest_summary(forecast: DataFrame) -> DataFrame:
+    """Per forecast method and MAPE bucket: the number of series (LBM and MBM MAPE)."""
+    series = forecast.select(
+        "payer_account_id",
+        "region_code",
+        "product_code",
+        "method",
+        "backtest_mape_lbm",
+        "backtest_mape_mbm",
+    ).dropDuplicates(["payer_account_id", "region_code", "product_code"])
+    long = series.select(
+        "method",
+        F.explode(
+            F.array(
+                F.struct(F.lit("LBM").alias("basis"), _mape_bucket("backtest_mape_lbm").alias("b")),
+                F.struct(F.lit("MBM").alias("basis"), _mape_bucket("backtest_mape_mbm").alias("b")),
+            )
+        ).alias("m"),
+    )
+    return (
+        long.groupBy("method", F.col("m.basis").alias("basis"), F.col("m.b").alias("bucket"))
+        .agg(F.count(F.lit(1)).alias("series"))
+        .orderBy("method", "basis", "bucket")
+    )
+
+
+def backtest_medians(forecast: DataFrame) -> DataFrame:
+    """Per method: number of series and median backtest MAPE (LBM, MBM)."""
+    series = forecast.dropDuplicates(["payer_account_id", "region_code", "product_code"])
+    return (
+        series.groupBy("method")
+        .agg(
+            F.count(F.lit(1)).alias("series"),
+            F.percentile_approx("backtest_mape_lbm", 0.5).alias("median_mape_lbm"),
+            F.percentile_approx("backtest_mape_mbm", 0.5).alias("median_mape_mbm"),
+        )
+        .orderBy("method")
+    )

@@ -1,0 +1,401 @@
+"""The HTML report: a hand-made lake, rendered whole and per payer in headless Chromium."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from pyspark.sql import SparkSession
+from pyspark.sql import types as T
+
+from carbon_core import schemas
+from carbon_core.cli import main as cli_main
+from carbon_core.config import TargetSettings
+from carbon_core.lake import write_table
+from carbon_core.pipeline import (
+    GOLD_ACCOUNT_EMISSIONS,
+    GOLD_BU_MONTHLY,
+    GOLD_CLUSTER_EFFICIENCY,
+    GOLD_FORECAST,
+    GOLD_REGION_BENCHMARKS,
+    GOLD_UNALLOCATED,
+    SILVER_SITE_MONTHLY,
+    lake_path,
+)
+from carbon_core.report import ReportRequest, aggregates, gather_report_data, write_report
+from carbon_core.report.browser import find_chromium, render_marks
+from carbon_core.report.data import BRONZE_ACCOUNTS, BRONZE_BUSINESS_UNITS, ReportData
+from carbon_core.report.page import FIGURES_ELEMENT_ID, render_html
+from carbon_core.report.targets import straight_line_path, target_progress
+
+JAN, FEB, MAR = dt.date(2025, 1, 1), dt.date(2025, 2, 1), dt.date(2025, 3, 1)
+P1, P1_LINKED = "310000000001", "310000000002"
+P2, P2_LINKED = "420000000001", "420000000002"
+EAST, WEST = "us-east-1", "eu-west-1"
+LOCATIONS = {EAST: "US East", WEST: "EU West"}
+EC2, S3 = "AmazonEC2", "AmazonS3"
+SCOPE1_KG, SCOPE3_KG = 1.0, 2.0  # on every emissions row
+
+# (month, payer, usage account, region, product, scope2 LBM kg, scope2 MBM kg)
+EMISSIONS = (
+    (JAN, P1, P1, EAST, EC2, 100.0, 80.0),
+    (JAN, P1, P1_LINKED, WEST, S3, 40.0, 10.0),
+    (JAN, P2, P2_LINKED, EAST, EC2, 200.0, 150.0),
+    (FEB, P1, P1, EAST, EC2, 110.0, 90.0),
+    (FEB, P2, P2_LINKED, WEST, EC2, 60.0, 20.0),
+    (MAR, P1, P1_LINKED, EAST, S3, 30.0, 25.0),
+    (MAR, P2, P2_LINKED, EAST, S3, 50.0, 45.0),
+)
+BUSINESS_UNIT_OF = {P1: "Retail", P2_LINKED: "Research"}  # P1_LINKED: unmapped
+
+RETAIL_TARGET = TargetSettings(
+    business_unit="Retail", baseline_year=2025, target_year=2030, reduction_percent=50
+)
+EVERY_CHART = {
+    "scopes",
+    "lbm_mbm",
+    "regions",
+    "services",
+    "accounts",
+    "business_units",
+    "unallocated",
+    "coverage_estimated",
+    "coverage_levels",
+    "efficiency",
+    "intensity_0",
+    "intensity_1",
+    "forecast_mbm",
+    "forecast_lbm",
+    "backtest",
+}
+
+
+def _frame(spark: SparkSession, schema: T.StructType, rows: list[dict[str, Any]]):
+    names = [f.name for f in schema.fields]
+    return spark.createDataFrame([tuple(r.get(n) for n in names) for r in rows], schema)
+
+
+def _emission_rows() -> list[dict[str, Any]]:
+    rows = []
+    for month, payer, account, region, product, lbm, mbm in EMISSIONS:
+        rows.append(
+            {
+                "month": month,
+                "model_version": "v2.0",
+                "payer_account_id": payer,
+                "usage_account_id": account,
+                "is_internal": False,
+                "region_code": region,
+                "location": LOCATIONS[region],
+                "product_code": product,
+                "energy_kwh": 10.0,
+                "scope1_kg": SCOPE1_KG,
+                "scope2_lbm_kg": lbm,
+                "scope2_mbm_kg": mbm,
+                "scope3_kg": SCOPE3_KG,
+                "water_l": 5.0,
+                "total_lbm_kg": SCOPE1_KG + lbm + SCOPE3_KG,
+                "total_mbm_kg": SCOPE1_KG + mbm + SCOPE3_KG,
+            }
+        )
+    return rows
+
+
+def _write_core(spark: SparkSession, lake: Path) -> None:
+    emissions = _emission_rows()
+    write_table(
+        _frame(spark, schemas.ACCOUNT_EMISSIONS, emissions),
+        lake_path(lake, GOLD_ACCOUNT_EMISSIONS),
+        mode="overwrite",
+    )
+    accounts = [
+        {"account_id": a, "payer_account_id": p, "is_internal": False}
+        for a, p in ((P1, P1), (P1_LINKED, P1), (P2, P2), (P2_LINKED, P2))
+    ]
+    write_table(
+        _frame(spark, schemas.bronze_schema(schemas.ACCOUNTS), accounts),
+        lake_path(lake, BRONZE_ACCOUNTS),
+        mode="overwrite",
+    )
+
+
+def _write_insight(spark: SparkSession, lake: Path) -> None:
+    unallocated = [
+        {"month": JAN, "cluster_id": EAST, "reason": "unused_capacity", "scope1_kg": 0.0,
+         "scope2_lbm_kg": 10.0, "scope2_mbm_kg": 8.0, "scope3_kg": 1.0, "energy_kwh": 20.0},
+        {"month": FEB, "cluster_id": WEST, "reason": "network_overhead", "scope1_kg": 0.0,
+         "scope2_lbm_kg": 5.0, "scope2_mbm_kg": 5.0, "scope3_kg": 0.0, "energy_kwh": 8.0},
+    ]  # fmt: skip
+    sites = [
+        {"month": m, "site_id": f"site-{c}", "cluster_id": c, "energy_kwh": kwh,
+         "estimated_energy_share": est, "factor_level": level, "provisional": m == MAR}
+        for m in (JAN, FEB, MAR)
+        for c, kwh, est, level in (
+            (EAST, 1000.0, 0.0, "subdivision"), (WEST, 500.0, 0.5, "country")
+        )
+    ]  # fmt: skip
+    efficiency = [
+        {"month": m, "cluster_id": c, "facility_energy_kwh": f, "it_energy_kwh": it,
+         "water_l": w, "pue": f / it, "wue_l_per_kwh": w / it}
+        for m in (JAN, FEB, MAR)
+        for c, f, it, w in ((EAST, 1200.0, 1000.0, 1500.0), (WEST, 650.0, 500.0, 250.0))
+    ]  # fmt: skip
+    benchmarks = [
+        {"month": JAN, "cluster_id": EAST, "location": "US East", "energy_kwh": 1000.0,
+         "estimated_energy_share": 0.0, "provisional": False, "product_code": EC2,
+         "allocation_unit": "vCPU-Hours", "usage_amount": 1000.0, "service_lbm_kg": 300.0,
+         "service_mbm_kg": 230.0},
+        {"month": FEB, "cluster_id": EAST, "location": "US East", "energy_kwh": 1000.0,
+         "estimated_energy_share": 0.0, "provisional": False, "product_code": EC2,
+         "allocation_unit": "vCPU-Hours", "usage_amount": 1000.0, "service_lbm_kg": 110.0,
+         "service_mbm_kg": 90.0},
+        {"month": FEB, "cluster_id": WEST, "location": "EU West", "energy_kwh": 500.0,
+         "estimated_energy_share": 0.5, "provisional": False, "product_code": EC2,
+         "allocation_unit": "vCPU-Hours", "usage_amount": 500.0, "service_lbm_kg": 60.0,
+         "service_mbm_kg": 20.0},
+        {"month": MAR, "cluster_id": EAST, "location": "US East", "energy_kwh": 1000.0,
+         "estimated_energy_share": 0.0, "provisional": True, "product_code": S3,
+         "allocation_unit": "TB-Hours", "usage_amount": 10.0, "service_lbm_kg": 80.0,
+         "service_mbm_kg": 70.0},
+    ]  # fmt: skip
+    forecast = [
+        {"month": m, "payer_account_id": p, "region_code": EAST, "location": "US East",
+         "product_code": EC2, "method": method, "history_months": 3, "last_actual_month": MAR,
+         "interval_level": 0.9, "total_lbm_kg": 100.0, "lbm_lower_kg": 80.0,
+         "lbm_upper_kg": 120.0, "total_mbm_kg": 80.0, "mbm_lower_kg": 60.0,
+         "mbm_upper_kg": 100.0, "backtest_mape_lbm": mape, "backtest_mape_mbm": mape}
+        for m in (dt.date(2025, 4, 1), dt.date(2025, 5, 1), dt.date(2025, 6, 1))
+        for p, method, mape in ((P1, "ets", 8.0), (P2, "naive", None))
+    ]  # fmt: skip
+    business_units = [
+        {"account_id": account, "business_unit": unit} for account, unit in BUSINESS_UNIT_OF.items()
+    ]
+    bu_monthly = [
+        {"month": r["month"], "business_unit": BUSINESS_UNIT_OF.get(r["usage_account_id"],
+         schemas.UNMAPPED_BUSINESS_UNIT), "region_code": r["region_code"],
+         "product_code": r["product_code"], "accounts": 1, "total_lbm_kg": r["total_lbm_kg"],
+         "total_mbm_kg": r["total_mbm_kg"]}
+        for r in _emission_rows()
+    ]  # fmt: skip
+    for table, schema, rows in (
+        (GOLD_UNALLOCATED, schemas.UNALLOCATED, unallocated),
+        (SILVER_SITE_MONTHLY, schemas.SITE_MONTHLY, sites),
+        (GOLD_CLUSTER_EFFICIENCY, schemas.CLUSTER_EFFICIENCY, efficiency),
+        (GOLD_REGION_BENCHMARKS, schemas.REGION_BENCHMARKS, benchmarks),
+        (GOLD_FORECAST, schemas.FORECAST, forecast),
+        (GOLD_BU_MONTHLY, schemas.BU_MONTHLY, bu_monthly),
+        (BRONZE_BUSINESS_UNITS, schemas.bronze_schema(schemas.BUSINESS_UNITS), business_units),
+    ):
+        write_table(_frame(spark, schema, rows), lake_path(lake, table), mode="overwrite")
+
+
+@pytest.fixture(scope="module")
+def full_lake(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    lake = tmp_path_factory.mktemp("report") / "lake"
+    _write_core(spark, lake)
+    _write_insight(spark, lake)
+    return lake
+
+
+@pytest.fixture(scope="module")
+def core_lake(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    lake = tmp_path_factory.mktemp("report-core") / "lake"
+    _write_core(spark, lake)
+    return lake
+
+
+@pytest.fixture(scope="module")
+def operator_data(spark: SparkSession, full_lake: Path) -> ReportData:
+    return gather_report_data(spark, full_lake, ReportRequest(targets=(RETAIL_TARGET,)))
+
+
+@pytest.fixture(scope="module")
+def payer_data(spark: SparkSession, full_lake: Path) -> ReportData:
+    return gather_report_data(spark, full_lake, ReportRequest(payer=P1))
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    found = find_chromium()
+    if found is None:
+        pytest.skip("chromium not found: scripts/test installs it (apt-get install -y chromium)")
+    return found
+
+
+def _figure_ids(html: str) -> set[str]:
+    pattern = rf'<script type="application/json" id="{FIGURES_ELEMENT_ID}">(.*?)</script>'
+    match = re.search(pattern, html, re.S)
+    assert match is not None
+    return set(json.loads(match.group(1)))
+
+
+def _headline(html: str, card: str) -> float:
+    match = re.search(rf'id="{card}" data-value="([^"]+)"', html)
+    assert match is not None, card
+    return float(match.group(1))
+
+
+# --- whole-operator and per-payer reports in Chromium ----------------------------------
+
+
+def _written(data: ReportData, out: Path) -> str:
+    html = render_html(data)
+    out.write_text(html, encoding="utf-8")
+    return html
+
+
+def test_whole_report_draws_every_chart_and_sums_the_headline(
+    operator_data: ReportData, tmp_path: Path, chromium: str
+) -> None:
+    out = tmp_path / "report.html"
+    html = _written(operator_data, out)
+
+    marks = render_marks(out)
+    assert set(marks) == EVERY_CHART
+    assert {chart: n for chart, n in marks.items() if n <= 0} == {}
+    # 7 rows: scope-2 sums 590 (LBM) and 420 (MBM), plus 3 kg of scope 1 + 3 per row.
+    assert _headline(html, "kpi-total-lbm") == pytest.approx(590.0 + 7 * 3.0)
+    assert _headline(html, "kpi-total-mbm") == pytest.approx(420.0 + 7 * 3.0)
+    # Unallocated: 10 + 1 (Jan) + 5 (Feb), LBM.
+    assert _headline(html, "kpi-unallocated") == pytest.approx(16.0)
+    assert "not available: run" not in html
+    assert f"target path {RETAIL_TARGET.business_unit}" in html
+    # The operator's report names payers: the per-payer check below can fail.
+    assert P2 in html
+
+
+def test_payer_report_holds_only_that_payers_accounts(
+    payer_data: ReportData, tmp_path: Path, chromium: str
+) -> None:
+    out = tmp_path / "payer.html"
+    html = _written(payer_data, out)
+
+    for other in (P2, P2_LINKED):
+        assert other not in html
+    assert P1_LINKED in html  # the payer's own linked accounts are listed
+    marks = render_marks(out)
+    assert set(marks) == EVERY_CHART - {"unallocated"}
+    assert {chart: n for chart, n in marks.items() if n <= 0} == {}
+    assert _headline(html, "kpi-total-lbm") == pytest.approx(280.0 + 4 * 3.0)
+    assert _headline(html, "kpi-total-mbm") == pytest.approx(205.0 + 4 * 3.0)
+    assert 'id="kpi-unallocated"' not in html
+    assert "not part of a payer's report" in html
+
+
+# --- without Chromium ---------------------------------------------------------------------
+
+
+def test_report_without_insight_tables_says_not_available(
+    spark: SparkSession, core_lake: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "core.html"
+    data = write_report(spark, core_lake, out, ReportRequest())
+    html = out.read_text()
+
+    assert data.by_business_unit is None and data.forecast is None and data.intensity is None
+    # business units, unallocated, coverage, PUE/WUE, benchmarks, forecast, backtest
+    assert html.count("not available: run <code>carbonlake run</code>") == 7
+    assert _figure_ids(html) == {"scopes", "lbm_mbm", "regions", "services", "accounts"}
+    assert "<script src=" not in html and "cdn.plot.ly" not in html.split("</head>")[1]
+
+
+def test_period_and_payer_filters(spark: SparkSession, full_lake: Path) -> None:
+    data = gather_report_data(
+        spark, full_lake, ReportRequest(payer=P2, month_from=FEB, month_to=MAR)
+    )
+    # P2 in Feb-Mar: scope-2 LBM 60 + 50, MBM 20 + 45, plus 3 kg per row.
+    assert data.total_lbm_kg == pytest.approx(110.0 + 6.0)
+    assert data.total_mbm_kg == pytest.approx(65.0 + 6.0)
+    assert list(data.by_account["account_id"]) == [P2_LINKED]
+    # The fan's history keeps every month of the payer: Jan 203, Feb 63, Mar 53 (LBM).
+    assert list(data.history["total_lbm_kg"]) == pytest.approx([203.0, 63.0, 53.0])
+    # Cluster context only for the clusters P2 used in the period (both): PUE 1.2 and 1.3.
+    pue = dict(zip(data.efficiency["cluster_id"], data.efficiency["pue"], strict=True))
+    assert pue == pytest.approx({EAST: 1.2, WEST: 1.3})
+    # Payer's business units come from its own accounts: all Research.
+    assert list(data.by_business_unit["business_unit"]) == ["Research"]
+
+
+def test_business_units_keep_unmapped_accounts(payer_data: ReportData) -> None:
+    units = payer_data.by_business_unit
+    totals = dict(zip(units["business_unit"], units["total_lbm_kg"], strict=True))
+    # Retail = account P1 (103 + 113); unmapped = P1_LINKED (43 + 33).
+    assert totals == pytest.approx({"Retail": 216.0, schemas.UNMAPPED_BUSINESS_UNIT: 76.0})
+
+
+def test_unknown_payer_is_a_one_line_error(
+    full_lake: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = cli_main(
+        ["report", "--lake", str(full_lake), "--out", str(tmp_path / "x.html"), "--payer", "999"]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err == "carbonlake: error: unknown payer account: 999"
+    assert not (tmp_path / "x.html").exists()
+
+
+# --- aggregates and targets with hand-computed numbers -------------------------------------
+
+
+def test_service_intensity_is_a_ratio_of_sums_and_flags_estimates(
+    operator_data: ReportData,
+) -> None:
+    data = operator_data
+    ec2 = data.intensity[data.intensity["product_code"] == EC2].set_index("cluster_id")
+    # EAST: (300 + 110) / (1000 + 1000) LBM, (230 + 90) / 2000 MBM; WEST: 60 / 500, 20 / 500.
+    assert ec2.loc[EAST, "lbm_kg_per_unit"] == pytest.approx(0.205)
+    assert ec2.loc[EAST, "mbm_kg_per_unit"] == pytest.approx(0.16)
+    assert ec2.loc[WEST, "lbm_kg_per_unit"] == pytest.approx(0.12)
+    assert ec2.loc[WEST, "mbm_kg_per_unit"] == pytest.approx(0.04)
+    assert (bool(ec2.loc[EAST, "estimated"]), bool(ec2.loc[WEST, "estimated"])) == (False, True)
+    # Ranked greenest first.
+    assert list(ec2.index) == [WEST, EAST]
+    coverage = data.coverage.set_index("month")
+    # (1000 x 0 + 500 x 0.5) / 1500 estimated each month; only March provisional.
+    assert list(coverage["estimated_share"]) == pytest.approx([0.25 / 1.5] * 3)
+    assert list(coverage["provisional"]) == [False, False, True]
+
+
+def test_backtest_summary_counts_series_once(spark: SparkSession, full_lake: Path) -> None:
+    forecast = spark.read.format("delta").load(lake_path(full_lake, GOLD_FORECAST))
+    summary = {
+        (r["method"], r["basis"], r["bucket"]): r["series"]
+        for r in aggregates.backtest_summary(forecast).collect()
+    }
+    assert summary == {
+        ("ets", "LBM", "5-10 %"): 1,
+        ("ets", "MBM", "5-10 %"): 1,
+        ("naive", "LBM", aggregates.MAPE_MISSING): 1,
+        ("naive", "MBM", aggregates.MAPE_MISSING): 1,
+    }
+
+
+def test_straight_line_target_path() -> None:
+    path = straight_line_path(1000.0, 2025, 2030, 50.0)
+    assert [year for year, _ in path] == [2025, 2026, 2027, 2028, 2029, 2030]
+    assert [kg for _, kg in path] == pytest.approx([1000.0, 900.0, 800.0, 700.0, 600.0, 500.0])
+
+
+def test_target_progress_annualises_partial_years() -> None:
+    totals = pd.DataFrame(
+        {
+            "month": [JAN, FEB, dt.date(2026, 1, 1)],
+            "business_unit": ["Retail", "Retail", "Retail"],
+            "total_lbm_kg": [0.0, 0.0, 0.0],
+            "total_mbm_kg": [83.0, 93.0, 70.0],
+        }
+    )
+    progress = target_progress(totals, RETAIL_TARGET)
+    # Baseline: (83 + 93) x 12 / 2 = 1056 t/yr; 2026 path: 1056 x (1 - 0.5 / 5) = 950.4.
+    assert progress.baseline_kg == pytest.approx(1056.0)
+    assert progress.path_kg(2026) == pytest.approx(950.4)
+    assert progress.path_kg(2030) == pytest.approx(528.0)
+    # 2026: 70 x 12 = 840 <= 950.4.
+    assert progress.latest_kg == pytest.approx(840.0)
+    assert progress.status == "on track"
