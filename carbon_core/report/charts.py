@@ -48,6 +48,7 @@ def _layout(fig: go.Figure, *, height: int = HEIGHT, y_title: str = "", x_title:
 
 def _month_axis(fig: go.Figure) -> None:
     fig.update_xaxes(type="date", tickformat="%b %Y", dtick="M1")
+    fig.update_layout(hovermode="x unified")
 
 
 def scopes_over_time(monthly: pd.DataFrame) -> go.Figure:
@@ -149,6 +150,7 @@ def estimated_share(coverage: pd.DataFrame) -> go.Figure:
             hovertemplate="%{x|%b %Y}: %{y:.1f} % of energy estimated",
         )
     _layout(fig, y_title="% of energy estimated")
+    fig.update_layout(showlegend=True)  # even with one kind of month: says which it is
     fig.update_yaxes(rangemode="tozero", ticksuffix=" %")
     _month_axis(fig)
     return fig
@@ -290,7 +292,8 @@ def forecast_fan(
             name=f"target path {progress.label}",
         )
     _layout(fig, height=420, y_title=f"{TONNES} per month")
-    fig.update_xaxes(type="date", tickformat="%Y")
+    fig.update_xaxes(type="date", tickformat="%b %Y")
+    fig.update_layout(hovermode="x unified")
     fig.update_yaxes(rangemode="tozero")
     return fig
 

@@ -45,7 +45,9 @@ class Section:
 
 
 def _tonnes(kg: float) -> str:
-    return f"{kg / charts.KG_PER_TONNE:,.1f}"
+    tonnes = kg / charts.KG_PER_TONNE
+    # Small worlds (and single payers) would otherwise show 0.0.
+    return f"{tonnes:,.1f}" if abs(tonnes) >= 100 else f"{tonnes:,.3g}"
 
 
 def _month_label(month: dt.date) -> str:
@@ -83,7 +85,7 @@ def _emissions_sections(data: ReportData) -> list[Section]:
                     "By region",
                     charts.ranked_bars(
                         data.by_region,
-                        data.by_region["region_code"] + " (" + data.by_region["location"] + ")",
+                        data.by_region["region_code"] + " · " + data.by_region["location"],
                     ),
                 ),
                 Chart(
