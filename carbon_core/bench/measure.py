@@ -72,10 +72,14 @@ class RssSampler:
         self._thread = threading.Thread(target=self._loop, name="rss-sampler", daemon=True)
 
     def _tree_rss(self) -> int:
-        total = 0
-        for process in [self._process, *self._process.children(recursive=True)]:
+        # The driver is this Python process and its JVM. Python workers forked by the JVM
+        # (pyspark.daemon) are executor-side and share pages, so summing them would count
+        # the same memory several times.
+        total = self._process.memory_info().rss
+        for process in self._process.children(recursive=True):
             try:
-                total += process.memory_info().rss
+                if process.name() == "java":
+                    total += process.memory_info().rss
             except psutil.Error:  # a child ended between listing and reading
                 continue
         return total
