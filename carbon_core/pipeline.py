@@ -146,6 +146,11 @@ def _timed(log: Log, name: str) -> Callable[[int, int, int], StageReport]:
     return finish
 
 
+def label_jobs(spark: SparkSession, stage: str) -> None:
+    """Tag the Spark jobs that follow with the stage's name (Spark UI, REST API, benchmark)."""
+    spark.sparkContext.setJobGroup(stage, f"carbonlake {stage}")
+
+
 def _persist(df: DataFrame) -> DataFrame:
     return df.persist(StorageLevel.MEMORY_AND_DISK)
 
@@ -176,6 +181,7 @@ def run_pipeline(
             skip_ingest=skip_ingest,
             log=log,
         )
+        label_jobs(spark, "run_log")
         _append_run_log(spark, lake, report, started_at, reference)
     except BaseException:
         restore_tables(spark, checkpoints)
@@ -213,6 +219,7 @@ def _run(
         ingest_report = ingest_landing(
             spark, Path(config.landing), lake, reference=reference, log=log
         )
+    label_jobs(spark, "run_months")
     bronze = {d.name: read_bronze(spark, lake, d.name) for d in schemas.DATASETS}
     months = resolve_run_months(bronze["usage"], month_from, month_to)
     for month in months:
@@ -221,6 +228,7 @@ def _run(
     log(f"run {run_id}: months {months[0]:%Y-%m} .. {months[-1]:%Y-%m} ({len(months)})")
     report = RunReport(run_id=run_id, months=months, ingest=ingest_report)
 
+    label_jobs(spark, "site_monthly")
     finish = _timed(log, "site_monthly")
     silver = build_site_monthly(
         sites=bronze["sites"],
@@ -247,6 +255,7 @@ def _run(
     for warning in report.warnings:
         log(f"warning: {warning}")
 
+    label_jobs(spark, "allocation")
     finish = _timed(log, "allocation")
     allocation = allocate(
         site_monthly=silver.site_monthly,
@@ -273,6 +282,7 @@ def _run(
         )
     )
 
+    label_jobs(spark, "insight")
     finish = _timed(log, "insight")
     insight = _build_insight(bronze, silver, allocation)
     report.stages.append(
@@ -283,6 +293,7 @@ def _run(
         )
     )
 
+    label_jobs(spark, "invariants")
     finish = _timed(log, "invariants")
     rack_embodied = rack_embodied_monthly(
         bronze["racks"], months, it_lifetime_months=config.methodology.it_lifetime_months
@@ -312,6 +323,7 @@ def _run(
             "nothing committed"
         )
 
+    label_jobs(spark, "commit")
     finish = _timed(log, "commit")
     _commit(spark, lake, months, silver, allocation, insight)
     _record_target_progress(spark, lake, config, log)

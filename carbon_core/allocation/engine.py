@@ -178,7 +178,9 @@ def allocate(
     step_b = network_overhead(materialise(step_a.racks))
     racks_after_b = materialise(step_b.racks)
     step_c = racks_to_services(racks_after_b)
-    weights = usage_weights(usage, service_catalog, calendar)
+    # Steps D and E read the weights several times; materialised once, usage (the largest
+    # input) is scanned once instead of once per read.
+    weights = materialise(usage_weights(usage, service_catalog, calendar))
     step_d = services_to_accounts(step_c.pools, weights)
     step_e = pass_through(step_d.rows, weights, pass_through_levels(service_catalog), materialise)
 

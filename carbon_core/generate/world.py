@@ -88,7 +88,9 @@ def _hourly(
         telemetry_out = telemetry_out.unionByName(
             frames.malformed_telemetry(anchors, plan, seed, bad_telemetry)
         )
-    _write_spark(telemetry_out, out / "rack_telemetry")
+    # In Parquet the telemetry keeps its text columns (malformed rows need them);
+    # ingest reads every landing column as text either way.
+    _write_spark(telemetry_out, out / "rack_telemetry", usage_format)
     counts["rack_telemetry"] = n_telemetry + bad_telemetry
     counts["rack_telemetry" + MALFORMED_SUFFIX] = bad_telemetry
 

@@ -185,6 +185,7 @@ def ingest_dataset(
 ) -> DatasetReport:
     """Validate one landing dataset and write its bronze table and ingest quarantine rows."""
     started = time.monotonic()
+    spark.sparkContext.setJobGroup(f"ingest/{dataset.name}", f"carbonlake ingest {dataset.name}")
     parents = {name: read_bronze(spark, lake, name) for name in PARENTS[dataset.name]}
     rows = read_landing(spark, landing, dataset)
     validated = validate(rows, dataset, parents, reference.fuel_factors)

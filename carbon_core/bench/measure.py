@@ -1,0 +1,361 @@
+"""One scale's measurement, in its own process (a fresh JVM, so peaks are this scale's own).
+
+Runs the full pipeline (landing -> gold, then the carbon export) on a generated
+Parquet landing zone with the Spark UI on, reads Spark's REST API for per-stage
+metrics, samples the driver's RSS (Python + JVM process tree) in a background
+thread, then times the two references on the same files: a bare Spark scan of the
+usage and telemetry columns the pipeline needs, and DuckDB's account-level totals.
+Writes one JSON object (a `runs` entry of latest.json) to --out.
+
+    python -m carbon_core.bench.measure --landing L --lake K --exports E --out run.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import psutil
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from carbon_core.bench.metrics import (
+    UNGROUPED,
+    GroupMetrics,
+    group_metrics,
+    peak_executor_mb,
+    roll_up,
+)
+from carbon_core.config import Config, load_config
+
+MIB = 1024 * 1024
+RSS_SAMPLE_S = 0.2
+# The columns the pipeline reads downstream of validation (allocation and site energy).
+USAGE_COLUMNS = (
+    "usage_start",
+    "payer_account_id",
+    "usage_account_id",
+    "product_code",
+    "region_code",
+    "usage_unit",
+    "usage_amount",
+)
+TELEMETRY_COLUMNS = ("rack_id", "hour", "it_energy_kwh", "used_capacity")
+BENCH_CONF = {
+    "spark.ui.enabled": "true",
+    "spark.ui.port": "0",  # any free port: helpers and other sessions may hold 4040
+    "spark.ui.retainedJobs": "100000",
+    "spark.ui.retainedStages": "100000",
+    "spark.sql.ui.retainedExecutions": "100",
+    # Executor peak memory reaches the driver with heartbeats; make them frequent.
+    "spark.executor.heartbeatInterval": "2s",
+    "spark.executor.metrics.pollingInterval": "500ms",
+}
+
+
+class RssSampler:
+    """Peak RSS of this process and its children (the driver JVM), per named phase."""
+
+    def __init__(self, interval_s: float = RSS_SAMPLE_S) -> None:
+        self._process = psutil.Process()
+        self._interval = interval_s
+        self._phase = "start"
+        self.peaks: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="rss-sampler", daemon=True)
+
+    def _tree_rss(self) -> int:
+        # The driver is this Python process and its JVM. Python workers forked by the JVM
+        # (pyspark.daemon) are executor-side and share pages, so summing them would count
+        # the same memory several times.
+        total = self._process.memory_info().rss
+        for process in self._process.children(recursive=True):
+            try:
+                if process.name() == "java":
+                    total += process.memory_info().rss
+            except psutil.Error:  # a child ended between listing and reading
+                continue
+        return total
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self._interval)
+
+    def sample(self) -> None:
+        """Read the tree's RSS now and raise the current phase's peak."""
+        rss = self._tree_rss()
+        phase = self._phase
+        self.peaks[phase] = max(self.peaks.get(phase, 0), rss)
+
+    def phase(self, name: str) -> None:
+        """Attribute the following samples to `name`."""
+        self.sample()
+        self._phase = name
+        self.sample()
+
+    def start(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+    def peak_mb(self, *phases: str) -> float:
+        """Largest peak over the phases, in MiB."""
+        return round(max(self.peaks.get(p, 0) for p in phases) / MIB, 1)
+
+
+def folder_mb(folder: Path) -> float:
+    """Bytes of the files under a folder, in MiB (0 for a missing folder)."""
+    if not folder.exists():
+        return 0.0
+    return round(sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / MIB, 1)
+
+
+def _rest(spark: SparkSession, endpoint: str) -> Any:
+    sc = spark.sparkContext
+    port = (sc.uiWebUrl or "").rsplit(":", 1)[-1]
+    url = f"http://127.0.0.1:{port}/api/v1/applications/{sc.applicationId}/{endpoint}"
+    with urllib.request.urlopen(url, timeout=120) as answer:
+        return json.load(answer)
+
+
+def bare_scan(spark: SparkSession, landing: Path) -> dict[str, int]:
+    """Read every value of the needed usage and telemetry columns once: the engine's floor."""
+    counts = {}
+    for dataset, columns in (("usage", USAGE_COLUMNS), ("rack_telemetry", TELEMETRY_COLUMNS)):
+        frame = spark.read.parquet(str(landing / dataset)).select(*columns)
+        row = frame.agg(
+            F.count(F.lit(1)).alias("rows"), F.bit_xor(F.xxhash64(*columns)).alias("digest")
+        ).first()
+        counts[dataset] = int(row["rows"]) if row else 0
+    return counts
+
+
+DUCKDB_ACCOUNT_TOTALS = """
+with usage as (
+    select strftime(usage_start, '%Y-%m') as month, region_code, payer_account_id,
+           usage_account_id, sum(usage_amount) as amount
+    from read_parquet('{usage}')
+    where usage_amount > 0
+    group by all
+),
+rack_month as (
+    select substr(hour, 1, 7) as month, rack_id, sum(try_cast(it_energy_kwh as double)) as kwh
+    from read_parquet('{telemetry}')
+    group by all
+),
+cluster_month as (
+    select t.month, s.cluster_id as region_code, sum(t.kwh) as kwh
+    from rack_month t
+    join read_csv('{racks}', all_varchar = true) r using (rack_id)
+    join read_csv('{sites}', all_varchar = true) s using (site_id)
+    group by all
+),
+usage_share as (
+    select *, amount / sum(amount) over (partition by month, region_code) as share
+    from usage
+)
+select u.month, u.payer_account_id, u.usage_account_id, sum(u.share * c.kwh) as kwh
+from usage_share u join cluster_month c using (month, region_code)
+group by all
+"""
+
+
+def duckdb_totals(landing: Path, threads: int) -> int:
+    """Per month and account, usage-weighted IT energy, by DuckDB on the same files; rows out."""
+    import duckdb
+
+    sql = DUCKDB_ACCOUNT_TOTALS.format(
+        usage=landing / "usage" / "*.parquet",
+        telemetry=landing / "rack_telemetry" / "*.parquet",
+        racks=landing / "racks" / "*.csv",
+        sites=landing / "sites" / "*.csv",
+    )
+    with duckdb.connect(config={"threads": threads}) as connection:
+        return len(connection.sql(sql).fetchall())
+
+
+def _stage_entry(
+    seconds: float | None, rows_in: int | None, metrics: GroupMetrics, cores: int
+) -> dict[str, Any]:
+    s = metrics.job_s if seconds is None else seconds
+    per_core = rows_in / s / cores if rows_in and s else None
+    return {
+        "s": round(s, 2),
+        "rows_in": rows_in,
+        "rows_per_s_per_core": round(per_core) if per_core else None,
+        **{k: (round(v, 2) if isinstance(v, float) else v) for k, v in metrics.as_dict().items()},
+    }
+
+
+def stage_table(
+    report: Any, export_s: float, export_rows: int, groups: dict[str, GroupMetrics], cores: int
+) -> dict[str, dict[str, Any]]:
+    """Per pipeline stage: wall seconds and rows from the run's report, Spark's metrics beside."""
+    stages: dict[str, dict[str, Any]] = {}
+    ingest = report.ingest
+    if ingest is not None:
+        stages["ingest"] = _stage_entry(
+            ingest.seconds, ingest.rows_in, roll_up(groups, "ingest"), cores
+        )
+        for dataset in ingest.datasets:
+            name = f"ingest/{dataset.dataset}"
+            stages[name] = _stage_entry(
+                dataset.seconds, dataset.rows_in, groups.get(name, GroupMetrics()), cores
+            )
+    stages["run_months"] = _stage_entry(None, None, groups.get("run_months", GroupMetrics()), cores)
+    for stage in report.stages:
+        stages[stage.name] = _stage_entry(
+            stage.seconds, stage.rows_in, groups.get(stage.name, GroupMetrics()), cores
+        )
+    stages["run_log"] = _stage_entry(None, None, groups.get("run_log", GroupMetrics()), cores)
+    stages["export"] = _stage_entry(
+        export_s, export_rows, groups.get("export", GroupMetrics()), cores
+    )
+    if UNGROUPED in groups:
+        stages[UNGROUPED] = _stage_entry(None, None, groups[UNGROUPED], cores)
+    return stages
+
+
+def _bench_config(args: argparse.Namespace) -> Config:
+    config = load_config(args.config).with_overrides(
+        lake=args.lake, landing=args.landing, exports=args.exports
+    )
+    spark_conf = {**config.spark.conf, **BENCH_CONF}
+    changes: dict[str, Any] = {"conf": spark_conf}
+    if args.driver_memory:
+        changes["driver_memory"] = args.driver_memory
+    if args.master:
+        changes["master"] = args.master
+    if args.shuffle_partitions:
+        changes["shuffle_partitions"] = args.shuffle_partitions
+    return config.model_copy(update={"spark": config.spark.model_copy(update=changes)})
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Run and measure one scale; the `runs` entry."""
+    from carbon_core.export import export_carbon
+    from carbon_core.lake import table_commit_time
+    from carbon_core.pipeline import (
+        GOLD_ACCOUNT_EMISSIONS,
+        label_jobs,
+        lake_path,
+        read_lake_table,
+        run_pipeline,
+    )
+    from carbon_core.session import build_spark_session
+
+    sampler = RssSampler().start()
+    config = _bench_config(args)
+    spark = build_spark_session(config.spark)
+    cores = spark.sparkContext.defaultParallelism
+    log = print if args.verbose else (lambda line: None)
+
+    sampler.phase("pipeline")
+    started = time.monotonic()
+    report = run_pipeline(spark, config, log=log)
+    run_s = time.monotonic() - started
+    label_jobs(spark, "export")
+    started = time.monotonic()
+    emissions = read_lake_table(spark, config.lake, GOLD_ACCOUNT_EMISSIONS)
+    exported = export_carbon(
+        spark,
+        emissions,
+        read_lake_table(spark, config.lake, "bronze/clusters"),
+        config.exports,
+        months=report.months,
+        refreshed_at=table_commit_time(spark, lake_path(config.lake, GOLD_ACCOUNT_EMISSIONS)),
+        fmt=config.export.format,
+        history_months=config.export.history_months,
+        log=log,
+    )
+    export_s = time.monotonic() - started
+    sampler.phase("after_pipeline")
+    time.sleep(3)  # let a last heartbeat carry the executor's peak memory
+    executor_mb = peak_executor_mb(_rest(spark, "executors"))
+    groups = group_metrics(_rest(spark, "jobs"), _rest(spark, "stages"))
+    allocation_rows = next((s.rows_in for s in report.stages if s.name == "allocation"), 0)
+
+    sampler.phase("references")
+    label_jobs(spark, "bench/bare_scan")
+    # A failing reference must not lose the pipeline's measurement: it is reported instead.
+    errors: dict[str, str] = {}
+    scanned: dict[str, int] = {}
+    bare_scan_s = duckdb_s = None
+    duckdb_rows = None
+    started = time.monotonic()
+    try:
+        scanned = bare_scan(spark, Path(config.landing))
+        bare_scan_s = round(time.monotonic() - started, 2)
+    except Exception as error:
+        errors["bare_scan"] = str(error).splitlines()[0][:300]
+    spark.stop()
+    started = time.monotonic()
+    try:
+        duckdb_rows = duckdb_totals(Path(config.landing), cores)
+        duckdb_s = round(time.monotonic() - started, 2)
+    except Exception as error:
+        errors["duckdb"] = str(error).splitlines()[0][:300]
+    sampler.stop()
+
+    return {
+        "usage_rows": args.usage_rows,
+        "status": "ok",
+        "months": [m.isoformat() for m in report.months],
+        "usage_rows_landed": scanned.get("usage"),
+        "telemetry_rows_landed": scanned.get("rack_telemetry"),
+        "usage_rows_valid": allocation_rows,
+        "pipeline_s": round(run_s + export_s, 2),
+        "run_s": round(run_s, 2),
+        "export_s": round(export_s, 2),
+        "export_file_sets": len(exported.written),
+        "bare_scan_s": bare_scan_s,
+        "duckdb_s": duckdb_s,
+        "duckdb_result_rows": duckdb_rows,
+        "peak_driver_rss_mb": sampler.peak_mb("pipeline"),
+        "peak_executor_mb": executor_mb,
+        "spark_cores": cores,
+        "driver_memory": config.spark.driver_memory,
+        "shuffle_partitions": config.spark.shuffle_partitions,
+        "landing_mb": folder_mb(Path(config.landing)),
+        "lake_mb": folder_mb(Path(config.lake)),
+        "reference_errors": errors,
+        "stages": stage_table(report, export_s, allocation_rows, groups, cores),
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m carbon_core.bench.measure")
+    parser.add_argument("--landing", type=Path, required=True)
+    parser.add_argument("--lake", type=Path, required=True)
+    parser.add_argument("--exports", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True, help="JSON file for the run's entry")
+    parser.add_argument("--usage-rows", type=int, required=True, help="the generated scale")
+    parser.add_argument("--config", type=Path)
+    parser.add_argument("--driver-memory")
+    parser.add_argument("--master")
+    parser.add_argument("--shuffle-partitions", type=int)
+    parser.add_argument("--verbose", action="store_true", help="print the pipeline's log")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result = measure(args)
+    args.out.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
