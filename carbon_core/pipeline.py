@@ -31,6 +31,7 @@ from carbon_core.allocation.invariants import InvariantResult
 from carbon_core.config import Config
 from carbon_core.errors import CarbonlakeError, InputError, InvariantError
 from carbon_core.ingest import IngestReport, ingest_landing, read_bronze
+from carbon_core.insight.forecast import summary_line, write_forecast
 from carbon_core.lake import (
     TableCheckpoint,
     read_table,
@@ -175,6 +176,7 @@ def _checkpoints(spark: SparkSession, lake: Path) -> list[TableCheckpoint]:
     names = [f"bronze/{d.name}" for d in schemas.DATASETS]
     names += [f"quarantine/{d.name}" for d in schemas.DATASETS]
     names += list(MONTHLY_TABLES)
+    names.append(GOLD_FORECAST)
     return [
         TableCheckpoint(lake_path(lake, n), table_version(spark, lake_path(lake, n))) for n in names
     ]
@@ -283,6 +285,14 @@ def _run(
     finish = _timed(log, "commit")
     _commit(spark, lake, months, silver, allocation)
     report.stages.append(finish(0, len(MONTHLY_TABLES), 0))
+
+    # Last, from the whole committed history: a failure here still restores every table.
+    finish = _timed(log, "forecast")
+    forecast = write_forecast(
+        spark, lake, settings=config.forecast, grid_factors=reference.grid_factors
+    )
+    log(summary_line(forecast))
+    report.stages.append(finish(0, forecast["series"], 0))
     return report
 
 

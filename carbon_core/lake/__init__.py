@@ -8,8 +8,10 @@ from carbon_core.lake.delta_io import (
     replace_months,
     replace_where,
     restore_tables,
+    set_table_properties,
     table_commit_time,
     table_exists,
+    table_properties,
     table_version,
     write_table,
 )
@@ -22,8 +24,10 @@ __all__ = [
     "replace_months",
     "replace_where",
     "restore_tables",
+    "set_table_properties",
     "table_commit_time",
     "table_exists",
+    "table_properties",
     "table_version",
     "write_table",
 ]

@@ -168,3 +168,22 @@ def restore_tables(spark: SparkSession, checkpoints: Sequence[TableCheckpoint]) 
             table.delete()
         else:
             table.restoreToVersion(checkpoint.version)
+
+
+def _sql_string(value: str) -> str:
+    """A Spark SQL string literal (backslash escapes are on by default)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def set_table_properties(spark: SparkSession, path: str | Path, properties: dict[str, str]) -> None:
+    """Set user table properties (e.g. a JSON summary) on a Delta table, in one commit."""
+    if not properties:
+        return
+    assignments = ", ".join(f"{_sql_string(k)} = {_sql_string(v)}" for k, v in properties.items())
+    spark.sql(f"ALTER TABLE delta.`{_uri(path)}` SET TBLPROPERTIES ({assignments})")
+
+
+def table_properties(spark: SparkSession, path: str | Path) -> dict[str, str]:
+    """The table properties of a Delta table."""
+    detail = DeltaTable.forPath(spark, _uri(path)).detail().select("properties").first()
+    return dict(detail["properties"] or {}) if detail else {}
