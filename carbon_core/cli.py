@@ -1,4 +1,4 @@
-"""`carbonlake` command line: generate, ingest, run, export, report."""
+"""`carbonlake` command line: generate, ingest, run, export, forecast, report."""
 
 from __future__ import annotations
 
@@ -84,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--payer", help="report only this payer account's data")
     report.add_argument("--screenshot", type=Path, help="also save a PNG (headless Chromium)")
     _months(report)
+    forecast = commands.add_parser(
+        "forecast", help="rebuild gold/forecast (to forecast.horizon_end) from the lake"
+    )
+    _common(forecast)
+    forecast.add_argument("--lake", type=Path)
+    forecast.add_argument("--reference", type=Path, help="folder with replacement reference tables")
     return parser
 
 
@@ -236,6 +242,23 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_forecast(args: argparse.Namespace) -> int:
+    from carbon_core.insight.forecast import summary_line, write_forecast
+    from carbon_core.reference import load_reference_tables
+    from carbon_core.session import build_spark_session
+
+    config = _config(args)
+    spark = build_spark_session(config.spark)
+    reference = load_reference_tables(spark, config.reference)
+    started = time.monotonic()
+    summary = write_forecast(
+        spark, config.lake, settings=config.forecast, grid_factors=reference.grid_factors
+    )
+    print(summary_line(summary))
+    print(f"forecast: gold/forecast written in {time.monotonic() - started:.1f} s")
+    return 0
+
+
 def _validate_config_first(args: argparse.Namespace) -> None:
     """Fail on a bad config file before Spark or any heavy import starts."""
     load_config(args.config)
@@ -247,6 +270,7 @@ COMMANDS = {
     "run": cmd_run,
     "export": cmd_export,
     "report": cmd_report,
+    "forecast": cmd_forecast,
 }
 
 

@@ -32,6 +32,7 @@ from carbon_core.config import Config
 from carbon_core.errors import CarbonlakeError, InputError, InvariantError
 from carbon_core.ingest import IngestReport, ingest_landing, read_bronze
 from carbon_core.insight.benchmarks import build_region_benchmarks
+from carbon_core.insight.forecast import summary_line, write_forecast
 from carbon_core.insight.rollups import build_bu_monthly, check_rollup_totals
 from carbon_core.insight.targets import TARGETS_PROPERTY, progress_json, target_progress
 from carbon_core.lake import (
@@ -197,6 +198,7 @@ def _checkpoints(spark: SparkSession, lake: Path) -> list[TableCheckpoint]:
     names = [f"bronze/{d.name}" for d in schemas.DATASETS]
     names += [f"quarantine/{d.name}" for d in schemas.DATASETS]
     names += list(MONTHLY_TABLES)
+    names.append(GOLD_FORECAST)
     return [
         TableCheckpoint(lake_path(lake, n), table_version(spark, lake_path(lake, n))) for n in names
     ]
@@ -328,6 +330,15 @@ def _run(
     _commit(spark, lake, months, silver, allocation, insight)
     _record_target_progress(spark, lake, config, log)
     report.stages.append(finish(0, len(MONTHLY_TABLES), 0))
+
+    # Last, from the whole committed history: a failure here still restores every table.
+    label_jobs(spark, "forecast")
+    finish = _timed(log, "forecast")
+    forecast = write_forecast(
+        spark, lake, settings=config.forecast, grid_factors=reference.grid_factors
+    )
+    log(summary_line(forecast))
+    report.stages.append(finish(0, forecast["series"], 0))
     return report
 
 
