@@ -377,7 +377,7 @@ def test_backtest_summary_counts_series_once(spark: SparkSession, full_lake: Pat
 
 
 def test_straight_line_target_path() -> None:
-    path = straight_line_path(1000.0, 2025, 2030, 50.0)
+    path = straight_line_path(RETAIL_TARGET, 1000.0)
     assert [year for year, _ in path] == [2025, 2026, 2027, 2028, 2029, 2030]
     assert [kg for _, kg in path] == pytest.approx([1000.0, 900.0, 800.0, 700.0, 600.0, 500.0])
 

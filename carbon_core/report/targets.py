@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from carbon_core.config import TargetSettings
+from carbon_core.insight.targets import path_kg
 
 MONTHS_PER_YEAR = 12
 
@@ -52,17 +53,12 @@ class TargetProgress:
         return "on track" if self.latest_kg <= allowed else "off track"
 
 
-def straight_line_path(
-    baseline_kg: float, baseline_year: int, target_year: int, reduction_percent: float
-) -> tuple[tuple[int, float], ...]:
-    """Annual values from baseline_kg in baseline_year to (1 - pct/100) x baseline_kg."""
-    span = target_year - baseline_year
+def straight_line_path(target: TargetSettings, baseline_kg: float) -> tuple[tuple[int, float], ...]:
+    """(year, annual kg) from the baseline year to the target year, on the one path formula
+    that gold/bu_monthly's target progress uses."""
     return tuple(
-        (
-            year,
-            baseline_kg * (1.0 - reduction_percent / 100.0 * (year - baseline_year) / span),
-        )
-        for year in range(baseline_year, target_year + 1)
+        (year, path_kg(target, baseline_kg, year))
+        for year in range(target.baseline_year, target.target_year + 1)
     )
 
 
@@ -83,9 +79,7 @@ def target_progress(bu_totals: pd.DataFrame, target: TargetSettings) -> TargetPr
     baseline_kg, baseline_months = _annual(unit, column, target.baseline_year)
     path: tuple[tuple[int, float], ...] = ()
     if baseline_kg is not None:
-        path = straight_line_path(
-            baseline_kg, target.baseline_year, target.target_year, target.reduction_percent
-        )
+        path = straight_line_path(target, baseline_kg)
     latest_year = int(unit["year"].max()) if len(unit) else None
     latest_kg, latest_months = (
         _annual(unit, column, latest_year) if latest_year is not None else (None, 0)
