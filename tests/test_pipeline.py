@@ -230,3 +230,33 @@ def test_exports_match_gold_and_hide_internal_accounts(world, spark):
                 checked += 1
     assert checked > 0
     assert edge, "the generated world has an edge cluster"
+
+
+def test_report_of_the_generated_world_draws_every_chart_and_keeps_payers_apart(
+    world, spark, tmp_path
+):
+    from carbon_core.report import ReportRequest, write_report
+    from carbon_core.report.browser import find_chromium, render_marks
+
+    if find_chromium() is None:
+        pytest.skip("chromium not found: scripts/test installs it (apt-get install -y chromium)")
+    config, _, _ = world
+    accounts = read_table(spark, lake_path(config.lake, "bronze/accounts")).collect()
+    external_payers = sorted({r["payer_account_id"] for r in accounts if not r["is_internal"]})
+    payer = external_payers[0]
+    others = {r["account_id"] for r in accounts if r["payer_account_id"] != payer}
+
+    whole = write_report(spark, config.lake, tmp_path / "report.html", ReportRequest())
+    emissions = read_table(spark, lake_path(config.lake, GOLD_ACCOUNT_EMISSIONS))
+    gold_lbm = emissions.agg(F.sum("total_lbm_kg")).first()[0]
+    assert whole.total_lbm_kg == pytest.approx(gold_lbm, rel=1e-9)
+    marks = render_marks(tmp_path / "report.html")
+    assert marks and {chart: n for chart, n in marks.items() if n <= 0} == {}
+    assert "not available: run" not in (tmp_path / "report.html").read_text()
+
+    write_report(spark, config.lake, tmp_path / "payer.html", ReportRequest(payer=payer))
+    html = (tmp_path / "payer.html").read_text()
+    assert payer in html
+    assert sorted(a for a in others if a in html) == []
+    payer_marks = render_marks(tmp_path / "payer.html")
+    assert {chart: n for chart, n in payer_marks.items() if n <= 0} == {}
