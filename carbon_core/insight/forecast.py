@@ -314,8 +314,12 @@ def fit_series(
         )
 
     columns = ["month", "energy_kwh", "scope1_kg", "scope2_lbm_kg", "scope3_kg"]
+    # The fits are CPU-bound and the input is small: an explicit repartition keeps every
+    # task slot busy, where adaptive execution would coalesce the groups into one task.
+    slots = int(history.sparkSession.conf.get("spark.sql.shuffle.partitions") or "8")
     return (
         history.select(*SERIES_KEYS, *columns)
+        .repartition(slots, *SERIES_KEYS)
         .groupBy(*SERIES_KEYS)
         .applyInPandas(body, schema=FIT_SCHEMA)
     )
@@ -549,6 +553,11 @@ def backtest_mape(backtest: DataFrame, history: DataFrame) -> DataFrame:
     )
 
 
+def _materialised(small: DataFrame) -> DataFrame:
+    """A small aggregate (region x month) computed once, as a local table to broadcast."""
+    return small.sparkSession.createDataFrame(small.collect(), small.schema)
+
+
 def build_forecast(
     account_emissions: DataFrame,
     site_monthly: DataFrame,
@@ -559,7 +568,8 @@ def build_forecast(
 ) -> DataFrame:
     """gold/forecast (schemas.FORECAST) from the whole account_emissions history."""
     spark = account_emissions.sparkSession
-    history = series_history(account_emissions)
+    # Read by the fits and by the backtest's scoring.
+    history = series_history(account_emissions).persist(StorageLevel.MEMORY_AND_DISK)
     last_actual = history.agg(F.max("month")).first()[0]
     horizon_end = parse_month(settings.horizon_end)
     if last_actual is None:
@@ -574,8 +584,10 @@ def build_forecast(
     region_energy = fits.groupBy("region_code", "month").agg(
         F.sum("energy_kwh").alias("energy_kwh")
     )
-    coverage = contract_coverage(
-        energy_contracts, sites, site_monthly, region_energy, last_actual=last_actual
+    coverage = _materialised(
+        contract_coverage(
+            energy_contracts, sites, site_monthly, region_energy, last_actual=last_actual
+        )
     )
     emissions = _emissions(fits, grid, coverage)
     holdout = history.where(F.col("month") >= F.lit(first_month))
