@@ -690,3 +690,11 @@ def test_parsers_accept_iso_utc_and_reject_the_rest(spark) -> None:
         "TRUE": (None, None, None, True),
         "yes": (None, None, None, None),
     }
+
+
+def test_read_bronze_of_a_lake_without_an_optional_dataset(spark, tmp_path):
+    empty = read_bronze(spark, tmp_path / "lake", "business_units")
+    assert empty.count() == 0
+    assert empty.schema == schemas.bronze_schema(schemas.BUSINESS_UNITS)
+    with pytest.raises(InputError, match="bronze table 'usage' not found"):
+        read_bronze(spark, tmp_path / "lake", "usage")

@@ -121,9 +121,15 @@ def quarantine_path(lake: str | Path, name: str) -> Path:
 
 
 def read_bronze(spark: SparkSession, lake: str | Path, name: str) -> DataFrame:
-    """The bronze table of a dataset; InputError when it was never ingested."""
+    """The bronze table of a dataset; InputError when it was never ingested.
+
+    An optional dataset missing from a lake ingested before it existed reads as empty,
+    as a missing landing folder would have made it."""
     path = bronze_path(lake, name)
     if not table_exists(spark, path):
+        dataset = schemas.DATASETS_BY_NAME.get(name)
+        if dataset is not None and not dataset.mandatory:
+            return spark.createDataFrame([], schemas.bronze_schema(dataset))
         raise InputError(f"bronze table {name!r} not found: {path} (run ingest first)")
     return read_table(spark, path)
 
