@@ -246,7 +246,8 @@ def _complete_history(pdf: pd.DataFrame, last_month: dt.date) -> pd.DataFrame:
     frame = pdf.assign(month=pd.to_datetime(pdf["month"]).dt.date).groupby("month").sum()
     first = min(frame.index)
     months = month_range(first, last_month) if first <= last_month else []
-    frame = frame.reindex(months, fill_value=0.0)
+    # A null quantity counts as 0, like a missing month, rather than poison the fit.
+    frame = frame.reindex(months, fill_value=0.0).fillna(0.0)
     return frame.rename_axis("month").reset_index()
 
 
