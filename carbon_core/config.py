@@ -85,8 +85,9 @@ class GenerateSettings(_Strict):
     scale: int = Field(default=1_000_000, ge=100)
     seed: int = 7
     malformed_share: float = Field(default=0.002, ge=0, le=0.5)
-    start_month: str = "2024-10"
-    months: int = Field(default=6, ge=1, le=120)
+    # 18 months: the forecast's backtest holds out 6 and fits on the 12 before them.
+    start_month: str = "2023-10"
+    months: int = Field(default=18, ge=1, le=120)
 
     @field_validator("start_month")
     @classmethod
