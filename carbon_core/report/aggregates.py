@@ -12,6 +12,8 @@ import datetime as dt
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from carbon_core.insight.benchmarks import greener_regions
+
 # Backtest MAPE buckets (upper bounds, in percent) of the summary chart.
 MAPE_BUCKETS: tuple[tuple[str, float], ...] = (
     ("< 5 %", 5.0),
@@ -137,37 +139,29 @@ def efficiency_by_cluster(cluster_efficiency: DataFrame) -> DataFrame:
     )
 
 
-def service_intensity(benchmarks: DataFrame) -> DataFrame:
-    """Per foundational service and cluster: kg CO2e per unit over the period, ranked.
+def service_intensity(benchmarks: DataFrame, month_from: dt.date, month_to: dt.date) -> DataFrame:
+    """Per foundational service and cluster with usage: kg CO2e per unit over the period,
+    greenest (LBM) first, from the same ranking as `insight.benchmarks.greener_regions`.
 
-    Intensities are ratios of period sums (not means of monthly ratios). A cluster
-    is flagged `estimated` when any of its energy in the period was estimated, and
-    `provisional` when any month used provisional inputs.
+    A cluster is flagged `estimated` when any of its energy in the period was estimated,
+    and `provisional` when any month used provisional inputs.
     """
-    estimated_kwh = F.col("energy_kwh") * F.coalesce(F.col("estimated_energy_share"), F.lit(0.0))
-    usage_positive = F.col("usage_amount") > 0
-    per_cluster = (
-        benchmarks.where(usage_positive)
-        .groupBy("product_code", "allocation_unit", "cluster_id", "location")
-        .agg(
-            _sum("usage_amount"),
-            _sum("service_lbm_kg"),
-            _sum("service_mbm_kg"),
-            F.max(estimated_kwh).alias("max_estimated_kwh"),
-            F.max(F.col("provisional").cast("int")).alias("any_provisional"),
+    ranked = greener_regions(benchmarks, month_from, month_to)
+    return (
+        ranked.where(F.col("usage_amount") > 0)
+        .select(
+            "product_code",
+            "allocation_unit",
+            "cluster_id",
+            "location",
+            "usage_amount",
+            "lbm_kg_per_unit",
+            "mbm_kg_per_unit",
+            (F.coalesce(F.col("estimated_energy_share"), F.lit(0.0)) > 0).alias("estimated"),
+            F.col("provisional"),
         )
+        .orderBy("product_code", "lbm_kg_per_unit", "cluster_id")
     )
-    return per_cluster.select(
-        "product_code",
-        "allocation_unit",
-        "cluster_id",
-        "location",
-        "usage_amount",
-        (F.col("service_lbm_kg") / F.col("usage_amount")).alias("lbm_kg_per_unit"),
-        (F.col("service_mbm_kg") / F.col("usage_amount")).alias("mbm_kg_per_unit"),
-        (F.coalesce(F.col("max_estimated_kwh"), F.lit(0.0)) > 0).alias("estimated"),
-        (F.coalesce(F.col("any_provisional"), F.lit(0)) > 0).alias("provisional"),
-    ).orderBy("product_code", "lbm_kg_per_unit", "cluster_id")
 
 
 def bu_monthly_totals(bu_monthly: DataFrame) -> DataFrame:

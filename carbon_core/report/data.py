@@ -164,8 +164,7 @@ def gather_report_data(spark: SparkSession, lake: Path | str, request: ReportReq
     benchmarks = _optional(spark, lake, GOLD_REGION_BENCHMARKS)
     if benchmarks is not None:
         # Every cluster stays in the ranking: it is where a workload could move to.
-        period = agg.in_period(benchmarks, month_from, month_to)
-        data.intensity = _small(agg.service_intensity(period))
+        data.intensity = _small(agg.service_intensity(benchmarks, month_from, month_to))
     forecast = _optional(spark, lake, GOLD_FORECAST)
     if forecast is not None:
         mine = agg.for_payer(forecast, request.payer)
