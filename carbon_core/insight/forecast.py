@@ -79,20 +79,14 @@ from pyspark.sql import types as T
 
 from carbon_core import schemas
 from carbon_core.config import ForecastSettings, parse_month
+from carbon_core.insight.rollups import ROLLUP_QUANTITIES
 from carbon_core.lake import read_table, set_table_properties, write_table
 from carbon_core.months import add_months, month_range
 from carbon_core.periods import spread_over_months
 
 SERIES_KEYS: tuple[str, ...] = ("payer_account_id", "region_code", "location", "product_code")
-HISTORY_QUANTITIES: tuple[str, ...] = (
-    "energy_kwh",
-    "scope1_kg",
-    "scope2_lbm_kg",
-    "scope2_mbm_kg",
-    "scope3_kg",
-    "total_lbm_kg",
-    "total_mbm_kg",
-)
+# Water has no carbon: the forecast follows energy and emissions only.
+HISTORY_QUANTITIES: tuple[str, ...] = tuple(q for q in ROLLUP_QUANTITIES if q != "water_l")
 METHOD_ETS = "ets"
 METHOD_NAIVE = "naive"
 RUN_FORECAST = "forecast"

@@ -13,6 +13,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from carbon_core.insight.benchmarks import greener_regions
+from carbon_core.insight.rollups import ROLLUP_QUANTITIES
 
 # Backtest MAPE buckets (upper bounds, in percent) of the summary chart.
 MAPE_BUCKETS: tuple[tuple[str, float], ...] = (
@@ -48,17 +49,7 @@ def for_payer(df: DataFrame, payer: str | None) -> DataFrame:
 
 def monthly_by_scope(emissions: DataFrame) -> DataFrame:
     """Per month: every scope, LBM and MBM totals, energy and water."""
-    quantities = (
-        "scope1_kg",
-        "scope2_lbm_kg",
-        "scope2_mbm_kg",
-        "scope3_kg",
-        "total_lbm_kg",
-        "total_mbm_kg",
-        "energy_kwh",
-        "water_l",
-    )
-    return emissions.groupBy("month").agg(*(_sum(q) for q in quantities)).orderBy("month")
+    return emissions.groupBy("month").agg(*(_sum(q) for q in ROLLUP_QUANTITIES)).orderBy("month")
 
 
 def totals_by(emissions: DataFrame, *keys: str) -> DataFrame:
