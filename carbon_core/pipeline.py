@@ -48,6 +48,7 @@ from carbon_core.lake import (
 )
 from carbon_core.months import month_range
 from carbon_core.reference import ReferenceTables, load_reference_tables
+from carbon_core.session import persisted_rdd_ids, release_persisted_since
 from carbon_core.silver import SiteMonthlyResult, build_site_monthly
 
 Log = Callable[[str], None]
@@ -171,6 +172,7 @@ def run_pipeline(
     lake = Path(config.lake)
     reference = load_reference_tables(spark, config.reference)
     checkpoints = _checkpoints(spark, lake)
+    persisted_before = persisted_rdd_ids(spark)
     try:
         report = _run(
             spark,
@@ -188,9 +190,10 @@ def run_pipeline(
         restore_tables(spark, checkpoints)
         raise
     finally:
-        # The run persisted its intermediate tables; a long-lived session must get the
-        # memory back whether the run committed or not.
+        # The run persisted and checkpointed its intermediate tables; a long-lived
+        # session must get the memory back whether the run committed or not.
         spark.catalog.clearCache()
+        release_persisted_since(spark, persisted_before)
     return report
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 
 import pytest
 from pyspark.sql import SparkSession
 
 from carbon_core.config import SparkSettings
-from carbon_core.session import build_spark_session
+from carbon_core.session import build_spark_session, release_persisted_since
 
 
 @pytest.fixture(scope="session")
@@ -18,7 +19,7 @@ def spark() -> Iterator[SparkSession]:
             master="local[2]",
             app_name="carbonlake-tests",
             shuffle_partitions=2,
-            driver_memory="2g",
+            driver_memory="3g",
             conf={
                 "spark.default.parallelism": "2",
                 "spark.sql.adaptive.coalescePartitions.enabled": "true",
@@ -27,3 +28,18 @@ def spark() -> Iterator[SparkSession]:
     )
     yield session
     session.stop()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def release_spark_memory() -> Iterator[None]:
+    """After each module, drop what its tests cached or checkpointed and let the JVM
+    collect it: one session serves ~130 tests, and leftovers once filled the driver's
+    heap until a small broadcast failed with "Not enough memory"."""
+    yield
+    session = SparkSession.getActiveSession()
+    if session is None:
+        return
+    session.catalog.clearCache()
+    release_persisted_since(session, frozenset())
+    gc.collect()  # Python's references keep the JVM objects (and their broadcasts) alive
+    session.sparkContext._jvm.System.gc()

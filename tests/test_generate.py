@@ -222,3 +222,19 @@ def test_world_has_the_special_cases(worlds: dict[str, object], spark: SparkSess
     # A site with telemetry but no invoice at all.
     invoiced = {r["site_id"] for r in _read(spark, clean, "utility_invoices").collect()}
     assert "edge-nrt-b" in telemetry_sites - invoiced
+
+
+def test_parquet_files_have_row_groups_of_the_configured_size(
+    tmp_path: Path, spark: SparkSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Spark splits Parquet only between row groups, so large hourly files must have many."""
+    pyarrow_parquet = pytest.importorskip("pyarrow.parquet")
+    from carbon_core.generate import world
+
+    monkeypatch.setattr(world, "PARQUET_ROW_GROUP_BYTES", 64 * 1024)
+    generate_world(spark, tmp_path, scale=20_000, seed=SEED, months=1, usage_format="parquet")
+    files = sorted((tmp_path / "usage").glob("*.parquet"))
+    rows = {f: pyarrow_parquet.ParquetFile(f).metadata for f in files}
+    biggest = max(rows.values(), key=lambda m: m.num_rows)
+    assert biggest.num_rows >= 10_000
+    assert biggest.num_row_groups >= 3

@@ -29,6 +29,7 @@ from carbon_core.pipeline import (
     lake_path,
     run_pipeline,
 )
+from carbon_core.session import persisted_rdd_ids
 
 DEC, JAN = dt.date(2024, 12, 1), dt.date(2025, 1, 1)
 QUIET = lambda _line: None  # noqa: E731
@@ -135,7 +136,11 @@ def test_rerun_of_one_month_is_identical_and_touches_only_that_month(world, spar
     path = lake_path(config.lake, GOLD_ACCOUNT_EMISSIONS)
     before = read_table(spark, path).localCheckpoint()
     versions = _snapshot(spark, config.lake)
+    persisted = persisted_rdd_ids(spark)
     run_pipeline(spark, config, month_from=DEC, month_to=DEC, skip_ingest=True, log=QUIET)
+    # what the run cached or checkpointed is released (Delta may drop its own snapshot
+    # caches of older versions); the caller's checkpoint `before` is read below
+    assert persisted_rdd_ids(spark) - persisted == set()
     after = read_table(spark, path)
     assertDataFrameEqual(after, before, checkRowOrder=False, rtol=0, atol=0)
     # one commit per monthly table, and its predicate is exactly December

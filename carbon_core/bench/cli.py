@@ -23,6 +23,7 @@ import psutil
 
 from carbon_core.bench.report import parse_scales, render_markdown, summarise
 from carbon_core.config import load_config
+from carbon_core.generate.world import PARQUET_ROW_GROUP_BYTES
 
 DEFAULT_SCALES = "1e6,1e7,1e8"
 WORLD_MARKER = ".bench-world.json"
@@ -79,6 +80,8 @@ def _world_key(scale: int, seed: int, months: int, start: str, share: float) -> 
         "start": start,
         "malformed_share": share,
         "format": "parquet",
+        # a world written with other row groups has other input splits: not reusable
+        "row_group_bytes": PARQUET_ROW_GROUP_BYTES,
     }
 
 
