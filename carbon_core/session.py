@@ -117,16 +117,13 @@ def persisted_rdd_ids(spark: SparkSession) -> frozenset[int]:
     return frozenset(int(i) for i in spark.sparkContext._jsc.getPersistentRDDs().keySet())
 
 
-def release_persisted_since(spark: SparkSession, before: frozenset[int]) -> int:
-    """Unpersist the RDDs persisted after `before` was taken; how many were released.
+def release_persisted_since(spark: SparkSession, before: frozenset[int]) -> None:
+    """Unpersist the RDDs persisted after `before` was taken.
 
     `catalog.clearCache()` drops cached DataFrames but not local checkpoints, whose
     blocks stay in the block manager until the JVM happens to collect their RDDs; a
     long-lived session (tests, a notebook, several runs) would fill its heap with them.
     """
-    released = 0
     for rdd_id, rdd in spark.sparkContext._jsc.getPersistentRDDs().items():
         if int(rdd_id) not in before:
             rdd.unpersist(False)
-            released += 1
-    return released
