@@ -128,6 +128,7 @@ def _run(rows: int, pipeline: float, bare: float, duckdb: float, rss: float) -> 
         "pipeline_s": pipeline,
         "bare_scan_s": bare,
         "duckdb_s": duckdb,
+        "delta_copy_s": bare * 2,
         "peak_driver_rss_mb": rss,
         "peak_executor_mb": 1000.0,
         "stages": {"ingest": {"s": pipeline / 2, "rows_in": rows, "shuffle_bytes": 2**21}},
@@ -163,6 +164,8 @@ def test_targets_at_the_stated_scales():
     )
     duck = by_name["pipeline_s <= 4 x DuckDB reference"]
     assert (duck["value"], duck["holds"]) == (6.0, False)
+    copy = by_name["proposed: pipeline_s <= 2.5 x plain Spark copy to Delta"]
+    assert (copy["value"], copy["usage_rows"], copy["holds"]) == (1.5, 10**8, True)
     per_row = by_name["s per million rows grows <= 1.15x (1e7 -> 1e8)"]
     assert (per_row["value"], per_row["usage_rows"], per_row["holds"]) == (
         1.2,
@@ -202,7 +205,10 @@ def test_summary_and_markdown():
     markdown = render_markdown(result)
     lines = markdown.splitlines()
     assert "Machine: 2 cores, 24.0 GB" in lines[2]
-    assert "| 1e8 | 1,200.0 | 400.0 | 200.0 | 3.00 | 6.00 | 12.00 | 2,300 | 1,000 | - |" in lines
+    assert (
+        "| 1e8 | 1,200.0 | 400.0 | 200.0 | 800.0 | 3.00 | 6.00 | 1.50 | 12.00 | 2,300 | 1,000 | - |"
+        in lines
+    )
     assert any(line.startswith("| 1e9 | failed: measure: out of memory") for line in lines)
     assert "| ingest | 600.0 | 100,000,000 | - | 2.0 | - | - |" in lines
     assert "| 1e7 | 1e8 | 12.00 | 1.20 | 1.15 |" in lines

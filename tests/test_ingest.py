@@ -22,13 +22,19 @@ from pyspark.sql import types as T
 from carbon_core import schemas
 from carbon_core.errors import InputError
 from carbon_core.ingest import INGEST_ORDER, IngestReport, ingest_landing, read_bronze
+from carbon_core.ingest.landing import SOURCE_FILE, read_landing
 from carbon_core.ingest.rules import (
+    KEY_CANDIDATE,
     MALFORMED_TAGS,
     PARENTS,
+    check_rows,
     parse_boolean,
     parse_date,
     parse_double,
     parse_timestamp,
+    repeated_key_hashes,
+    resolve_keys,
+    validate,
 )
 from carbon_core.lake import read_table, write_table
 from carbon_core.reference import ReferenceTables
@@ -659,6 +665,11 @@ def test_parsers_accept_iso_utc_and_reject_the_rest(spark) -> None:
             ("2025-01-01",),  # plain date: midnight
             ("2025-01-01T00:00:00Z",),  # midnight timestamp is a valid date
             ("2025-01-01T05:00:00Z",),  # not a date
+            ("2025-01-01T10:00:00.5+02:00",),  # canonical with fraction and offset
+            ("2025-01-01T10:00:00+0200",),  # offset without colon
+            ("2025-01-01Z",),  # date with zone
+            ("2025-02-30T00:00:00Z",),  # canonical shape, no such day
+            ("2025-01-01T10:00:00 Z",),
             ("2025",),  # Spark's cast accepts it; ISO-8601 here does not
             ("2025-02-30",),
             ("NaN",),
@@ -683,6 +694,11 @@ def test_parsers_accept_iso_utc_and_reject_the_rest(spark) -> None:
         "2025-01-01": ("2025-01-01 00:00", jan1, None, None),
         "2025-01-01T00:00:00Z": ("2025-01-01 00:00", jan1, None, None),
         "2025-01-01T05:00:00Z": ("2025-01-01 05:00", None, None, None),
+        "2025-01-01T10:00:00.5+02:00": ("2025-01-01 08:00", None, None, None),
+        "2025-01-01T10:00:00+0200": ("2025-01-01 08:00", None, None, None),
+        "2025-01-01Z": ("2025-01-01 00:00", jan1, None, None),
+        "2025-02-30T00:00:00Z": (None, None, None, None),
+        "2025-01-01T10:00:00 Z": (None, None, None, None),
         "2025": (None, None, 2025.0, None),
         "2025-02-30": (None, None, None, None),
         "NaN": (None, None, None, None),
@@ -698,3 +714,70 @@ def test_read_bronze_of_a_lake_without_an_optional_dataset(spark, tmp_path):
     assert empty.schema == schemas.bronze_schema(schemas.BUSINESS_UNITS)
     with pytest.raises(InputError, match="bronze table 'usage' not found"):
         read_bronze(spark, tmp_path / "lake", "usage")
+
+
+def _outcome(validated: DataFrame) -> list[tuple]:
+    """(source file name, raw, reason) per row, sorted: what bronze and quarantine get."""
+    rows = validated.select(
+        F.regexp_extract(SOURCE_FILE, r"[^/]+$", 0).alias("file"),
+        F.col("rack_id"),
+        F.date_format("hour", "yyyy-MM-dd HH:mm").alias("hour"),
+        "it_energy_kwh",
+        "raw",
+        "reason",
+    ).collect()
+    return sorted((tuple(r) for r in rows), key=repr)
+
+
+def test_duplicate_keys_through_the_repeated_key_prepass_match_ranking_every_row(
+    spark, ingested
+) -> None:
+    dataset = schemas.RACK_TELEMETRY
+    landing = read_landing(spark, ingested.landing, dataset)
+    parents = {"racks": read_bronze(spark, ingested.lake, "racks")}
+    fuel = _reference(spark).fuel_factors
+    repeated = repeated_key_hashes(landing, dataset)
+    # r1 at 2025-01-01 00:00 UTC is written twice (a.csv ok1, b.csv duplicate): one hash
+    assert repeated.count() == 1
+    checked = check_rows(landing, dataset, parents, fuel, repeated)
+    candidates = checked.where(F.col(KEY_CANDIDATE)).select("rack_id", "raw").collect()
+    assert sorted(json.loads(r["raw"])["note"] for r in candidates) == ["duplicate", "ok1"]
+    # a clean row that is no candidate carries no raw text into the persisted frame
+    assert checked.where(~F.col(KEY_CANDIDATE) & F.col("raw").isNotNull()).count() == 9
+    through_prepass = _outcome(resolve_keys(checked, dataset))
+    assert through_prepass == _outcome(validate(landing, dataset, parents, fuel))
+    reasons = {json.loads(raw)["note"]: reason for *_, raw, reason in through_prepass if raw}
+    assert reasons["duplicate"] == "duplicate key"
+
+
+def test_typed_parquet_columns_are_checked_as_they_are(spark, tmp_path) -> None:
+    folder = tmp_path / "landing" / "electricity_prices"
+    rows = [
+        (" US ", None, 2024, 0.12, "USD", "ok_trimmed"),
+        ("DE", "DE-BY", 2024, float("nan"), "EUR", "nan_price"),
+        ("FR", None, 2024, float("inf"), "EUR", "infinite_price"),
+        ("ES", None, 2024, None, "EUR", "missing_price"),
+        ("IT", None, 2024, -0.5, "EUR", "negative_price"),
+    ]
+    schema = "country_code string, subdivision_code string, year int, price_per_kwh double, "
+    spark.createDataFrame(rows, schema + "currency string, note string").coalesce(1).write.parquet(
+        str(folder)
+    )
+    landing = read_landing(spark, tmp_path / "landing", schemas.ELECTRICITY_PRICES)
+    # the contract types stay typed; nothing is printed to text and parsed back
+    assert dict(landing.dtypes)["price_per_kwh"] == "double"
+    assert dict(landing.dtypes)["year"] == "int"
+    empty_fuel = _reference(spark).fuel_factors.limit(0)
+    validated = validate(landing, schemas.ELECTRICITY_PRICES, {}, empty_fuel)
+    got = {
+        json.loads(r["raw"])["note"] if r["raw"] else r["country_code"]: (r["reason"], r["raw"])
+        for r in validated.collect()
+    }
+    assert got["US"] == (None, None)  # valid, trimmed, raw dropped
+    assert got["nan_price"][0] == "invalid double in price_per_kwh"
+    assert got["infinite_price"][0] == "invalid double in price_per_kwh"
+    assert got["missing_price"][0] == "missing price_per_kwh"
+    assert got["negative_price"][0] == "negative price_per_kwh"
+    # typed values keep their JSON type in raw
+    assert json.loads(got["negative_price"][1])["price_per_kwh"] == -0.5
+    assert json.loads(got["negative_price"][1])["year"] == 2024

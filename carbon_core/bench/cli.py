@@ -241,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run = bench_scale(scale, args, key)
         status = (
             f"pipeline {run['pipeline_s']} s, bare scan {run['bare_scan_s']} s, "
-            f"DuckDB {run['duckdb_s']} s"
+            f"DuckDB {run['duckdb_s']} s, Delta copy {run.get('delta_copy_s')} s"
             if run["status"] == "ok"
             else run["error"]
         )

@@ -3,8 +3,9 @@
 Runs the full pipeline (landing -> gold, then the carbon export) on a generated
 Parquet landing zone with the Spark UI on, reads Spark's REST API for per-stage
 metrics, samples the driver's RSS (Python + JVM process tree) in a background
-thread, then times the two references on the same files: a bare Spark scan of the
-usage and telemetry columns the pipeline needs, and DuckDB's account-level totals.
+thread, then times the references on the same files: a bare Spark scan of the
+usage and telemetry columns the pipeline needs, a plain Spark copy of those files
+to Delta, and DuckDB's account-level totals.
 Writes one JSON object (a `runs` entry of latest.json) to --out.
 
     python -m carbon_core.bench.measure --landing L --lake K --exports E --out run.json
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import threading
 import time
@@ -140,6 +142,14 @@ def bare_scan(spark: SparkSession, landing: Path) -> dict[str, int]:
         ).first()
         counts[dataset] = int(row["rows"]) if row else 0
     return counts
+
+
+def delta_copy(spark: SparkSession, landing: Path, scratch: Path) -> None:
+    """Copy the usage and telemetry landing files, every column, to Delta tables as they are:
+    the least any pipeline that keeps a bronze copy must do on this engine."""
+    for dataset in ("usage", "rack_telemetry"):
+        frame = spark.read.parquet(str(landing / dataset))
+        frame.write.format("delta").mode("overwrite").save(str(scratch / dataset))
 
 
 DUCKDB_ACCOUNT_TOTALS = """
@@ -300,6 +310,17 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         bare_scan_s = round(time.monotonic() - started, 2)
     except Exception as error:
         errors["bare_scan"] = str(error).splitlines()[0][:300]
+    label_jobs(spark, "bench/delta_copy")
+    delta_copy_s = None
+    scratch = Path(config.lake).parent / "delta_copy"
+    started = time.monotonic()
+    try:
+        delta_copy(spark, Path(config.landing), scratch)
+        delta_copy_s = round(time.monotonic() - started, 2)
+    except Exception as error:
+        errors["delta_copy"] = str(error).splitlines()[0][:300]
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     spark.stop()
     started = time.monotonic()
     try:
@@ -322,6 +343,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "export_file_sets": len(exported.written),
         "bare_scan_s": bare_scan_s,
         "duckdb_s": duckdb_s,
+        "delta_copy_s": delta_copy_s,
         "duckdb_result_rows": duckdb_rows,
         "peak_driver_rss_mb": sampler.peak_mb("pipeline"),
         "peak_executor_mb": executor_mb,

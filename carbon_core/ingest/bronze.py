@@ -22,7 +22,13 @@ from pyspark.sql import functions as F
 from carbon_core import schemas
 from carbon_core.errors import InputError, InvariantError
 from carbon_core.ingest.landing import RAW, SOURCE_FILE, read_landing
-from carbon_core.ingest.rules import PARENTS, REASON, validate
+from carbon_core.ingest.rules import (
+    PARENTS,
+    REASON,
+    check_rows,
+    repeated_key_hashes,
+    resolve_keys,
+)
 from carbon_core.lake import read_table, replace_where, table_exists, write_table
 from carbon_core.reference import ReferenceTables
 from carbon_core.schemas import Dataset
@@ -180,6 +186,23 @@ def _count_valid(validated: DataFrame) -> tuple[int, int]:
     return (0, 0) if counts is None else (int(counts["valid"]), int(counts["rejected"]))
 
 
+# Above this many repeated key hashes the ranking runs over every row instead of a
+# broadcast of the hashes (a landing holding the same files twice, say).
+MAX_BROADCAST_REPEATED_KEYS = 2_000_000
+
+
+def _repeated_keys(rows: DataFrame, dataset: Dataset) -> DataFrame | None:
+    """The persisted hashes of repeated keys (rules.repeated_key_hashes), or None when the
+    dataset has no key or too many keys repeat to broadcast them."""
+    if not dataset.key:
+        return None
+    repeated = repeated_key_hashes(rows, dataset).persist(StorageLevel.MEMORY_AND_DISK)
+    if repeated.count() > MAX_BROADCAST_REPEATED_KEYS:
+        repeated.unpersist()
+        return None
+    return repeated
+
+
 def ingest_dataset(
     spark: SparkSession,
     landing: Path,
@@ -194,9 +217,13 @@ def ingest_dataset(
     spark.sparkContext.setJobGroup(f"ingest/{dataset.name}", f"carbonlake ingest {dataset.name}")
     parents = {name: read_bronze(spark, lake, name) for name in PARENTS[dataset.name]}
     rows = read_landing(spark, landing, dataset)
-    validated = validate(rows, dataset, parents, reference.fuel_factors)
-    validated = validated.persist(StorageLevel.MEMORY_AND_DISK)
+    repeated: DataFrame | None = None
+    checked: DataFrame | None = None
     try:
+        repeated = _repeated_keys(rows, dataset)
+        checked = check_rows(rows, dataset, parents, reference.fuel_factors, repeated)
+        checked = checked.persist(StorageLevel.MEMORY_AND_DISK)
+        validated = resolve_keys(checked, dataset)
         rows_in = rows.count()
         bronze_rows, quarantined_rows = _count_valid(validated)
         if rows_in != bronze_rows + quarantined_rows:
@@ -220,7 +247,9 @@ def ingest_dataset(
             raise
         raise InputError(f"ingest {dataset.name}: cannot read a landing file: {failure}") from None
     finally:
-        validated.unpersist()
+        for persisted in (checked, repeated):
+            if persisted is not None:
+                persisted.unpersist()
     return DatasetReport(
         dataset.name, rows_in, bronze_rows, quarantined_rows, time.monotonic() - started
     )

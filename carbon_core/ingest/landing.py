@@ -1,9 +1,15 @@
-"""Read a landing dataset: every CSV and Parquet file under <landing>/<dataset>/, as strings.
+"""Read a landing dataset: every CSV and Parquet file under <landing>/<dataset>/.
 
 The result has one row per landing row (malformed CSV lines included) with the
 dataset's columns as untouched strings, the row's values as a JSON object
 (`raw`, extra columns included), its file and a malformed-line flag. Typing and
 rules come later (rules.py), so nothing is dropped or inferred here.
+
+One exception keeps large typed Parquet landings cheap: when a dataset is only
+Parquet, a column stored with exactly its contract type (a timestamp for a
+timestamp column, a double for a double) stays typed instead of being printed to
+text and parsed back; rules.cast_typed checks it as it is. In `raw` such values
+are JSON numbers, booleans or ISO-8601 strings.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ PARQUET_MAGIC = b"PAR1"
 # Spark's convention: files starting with these are metadata (_SUCCESS, .crc), not data.
 HIDDEN_PREFIXES = ("_", ".")
 ISO_TIMESTAMP_FORMAT = "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX"
-TO_JSON_OPTIONS = {"ignoreNullFields": "true"}
+TO_JSON_OPTIONS = {"ignoreNullFields": "true", "timestampFormat": ISO_TIMESTAMP_FORMAT}
 
 
 def landing_columns(dataset: Dataset) -> list[str]:
@@ -94,9 +100,15 @@ def _csv_header(file: Path) -> list[str] | None:
 
 def _file_path(uri_column: Column) -> Column:
     """A local file URI (file:/a%20b.csv) as the plain path; other schemes unchanged."""
-    local = F.regexp_replace(uri_column, r"^file:(//)?", "")
+    # Evaluated for every landing row: prefix tests and substrings, no regular expression,
+    # and the decoder only for paths that were percent-encoded.
+    local = F.when(
+        uri_column.startswith("file://"), uri_column.substr(F.lit(8), F.length(uri_column))
+    ).otherwise(uri_column.substr(F.lit(6), F.length(uri_column)))
     # Hadoop percent-encodes the path but leaves '+' literal; url_decode would read it as space.
-    decoded = F.url_decode(F.regexp_replace(local, r"\+", "%2B"))
+    decoded = F.when(
+        local.contains("%"), F.url_decode(F.regexp_replace(local, r"\+", "%2B"))
+    ).otherwise(local)
     return F.when(uri_column.startswith("file:"), decoded).otherwise(uri_column)
 
 
@@ -136,9 +148,17 @@ def _as_string(field: T.StructField) -> Column:
     return column.cast("string")
 
 
-def _parquet_as_strings(frame: DataFrame) -> DataFrame:
+def _parquet_values(frame: DataFrame, keep_typed: T.StructType | None = None) -> DataFrame:
+    """Parquet columns as text, except those whose type keep_typed gives them (same name,
+    any case): those stay as they are."""
+    typed = {f.name.lower(): f.dataType for f in keep_typed.fields} if keep_typed else {}
     return frame.select(
-        *(_as_string(f).alias(f.name) for f in frame.schema.fields),
+        *(
+            (
+                F.col(f"`{f.name}`") if typed.get(f.name.lower()) == f.dataType else _as_string(f)
+            ).alias(f.name)
+            for f in frame.schema.fields
+        ),
         F.lit(None).cast("string").alias(CORRUPT_RECORD),
         F.col("_metadata.file_path").alias(SOURCE_FILE),
     )
@@ -169,18 +189,21 @@ def _first_line(error: Exception) -> str:
 
 def _read_one_parquet(spark: SparkSession, file: Path) -> DataFrame:
     try:
-        return _parquet_as_strings(spark.read.parquet(str(file)))
+        return _parquet_values(spark.read.parquet(str(file)))
     except Exception as error:  # the JVM error is reduced to one line naming the file
         raise InputError(f"cannot read landing file {file}: {_first_line(error)}") from None
 
 
-def _read_parquet(spark: SparkSession, files: Sequence[Path]) -> DataFrame:
-    """Parquet files as strings; files whose schemas do not merge are read one by one."""
+def _read_parquet(
+    spark: SparkSession, files: Sequence[Path], keep_typed: T.StructType | None = None
+) -> DataFrame:
+    """Parquet files as strings (but keep_typed's columns, see _parquet_values); files whose
+    schemas do not merge are read one by one, as strings."""
     for file in files:
         _check_parquet_magic(file)
     try:
         merged = spark.read.option("mergeSchema", "true").parquet(*(str(f) for f in files))
-        return _parquet_as_strings(merged)
+        return _parquet_values(merged, keep_typed)
     except Exception:  # a conflict of column types or a broken file: find out file by file
         frames = [_read_one_parquet(spark, f) for f in files]
         return reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames)
@@ -210,7 +233,8 @@ def _landing_values(frame: DataFrame, dataset: Dataset) -> DataFrame:
 
 
 def read_landing(spark: SparkSession, landing: Path, dataset: Dataset) -> DataFrame:
-    """Every CSV/Parquet file of a dataset, unioned by name, columns as strings.
+    """Every CSV/Parquet file of a dataset, unioned by name, columns as strings (or typed,
+    see the module docstring).
 
     A missing folder is an InputError for a mandatory dataset and an empty frame
     for an optional one; an unreadable file is an InputError naming it.
@@ -232,7 +256,9 @@ def read_landing(spark: SparkSession, landing: Path, dataset: Dataset) -> DataFr
             groups.setdefault(tuple(header), []).append(file)
     frames = [_read_csv_group(spark, files, header) for header, files in groups.items()]
     if parquets:
-        frames.append(_read_parquet(spark, parquets))
+        # Typed columns only when nothing else is unioned with them (CSV is text).
+        keep_typed = dataset.schema if not frames else None
+        frames.append(_read_parquet(spark, parquets, keep_typed))
     if not frames:
         return empty_landing(spark, dataset)
     union = reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames)

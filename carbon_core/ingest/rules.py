@@ -115,6 +115,10 @@ _TIMESTAMP_RE = (
     r"(?:[T ](\d{2}:\d{2})(:\d{2}(?:\.\d{1,9})?)?)?"  # 2: HH:MM, 3: :SS.fraction
     r"(Z|[+-]\d{2}:?\d{2})?$"  # 4: offset
 )
+# What machines write (and Spark's cast reads exactly as the normalised form): tried first.
+_CANONICAL_TIMESTAMP_RE = (
+    r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]\d{2}:\d{2})?$"
+)
 _INFINITIES = (float("inf"), float("-inf"))
 
 
@@ -150,7 +154,10 @@ def parse_timestamp(text: Column) -> Column:
         F.when(part(3) == "", F.lit(":00")).otherwise(part(3)),
         F.when(part(4) == "", F.lit("Z")).otherwise(part(4)),
     )
-    return F.when(text.rlike(_TIMESTAMP_RE), normalised.try_cast(T.TimestampType()))
+    # The canonical form skips the four extractions (a third of telemetry's parse time).
+    return F.when(text.rlike(_CANONICAL_TIMESTAMP_RE), text.try_cast(T.TimestampType())).when(
+        text.rlike(_TIMESTAMP_RE), normalised.try_cast(T.TimestampType())
+    )
 
 
 def parse_date(text: Column) -> Column:
@@ -199,23 +206,48 @@ def add_reasons(df: DataFrame, checks: Sequence[Check]) -> DataFrame:
     return df.select(*others, F.concat(F.col(REASONS), _reason_array(checks)).alias(REASONS))
 
 
+def _typed_value(value: Column, dtype: T.DataType) -> Column:
+    """A value landed with its contract type (typed Parquet): only a double can be invalid."""
+    return parse_double(value) if isinstance(dtype, T.DoubleType) else value
+
+
 def cast_typed(df: DataFrame, dataset: Dataset) -> DataFrame:
-    """Landing strings -> typed columns; unparseable values and empty required ones are reasons."""
-    texts = {f.name: clean_text(F.col(f.name)) for f in dataset.schema.fields}
-    present = {f.name: f"_present_{i}" for i, f in enumerate(dataset.schema.fields)}
+    """Landing strings -> typed columns; unparseable values and empty required ones are reasons.
+
+    A column that arrives already typed as the contract says (landing.py keeps typed
+    Parquet columns) is taken as it is, but for NaN and infinite doubles.
+    """
+    landed = dict(df.dtypes)
+    fields = dataset.schema.fields
+    typed = {
+        f.name
+        for f in fields
+        if landed[f.name] == f.dataType.simpleString() and not isinstance(f.dataType, T.StringType)
+    }
+    values = {
+        f.name: F.col(f.name) if f.name in typed else clean_text(F.col(f.name)) for f in fields
+    }
+    present = {f.name: f"_present_{i}" for i, f in enumerate(fields)}
     # Two projections: the reasons read the parsed columns instead of repeating the
     # parsers, which sit inside conditionals that Spark does not deduplicate (the
     # reasons once cost twice the parsing: 15 of 23 s per million usage rows).
     parsed = df.select(
-        *(parse_value(texts[f.name], f.dataType).alias(f.name) for f in dataset.schema.fields),
-        *(texts[f.name].isNotNull().alias(present[f.name]) for f in dataset.schema.fields),
+        *(
+            (
+                _typed_value(values[f.name], f.dataType)
+                if f.name in typed
+                else parse_value(values[f.name], f.dataType)
+            ).alias(f.name)
+            for f in fields
+        ),
+        *(values[f.name].isNotNull().alias(present[f.name]) for f in fields),
         RAW,
         SOURCE_FILE,
         MALFORMED,
     )
     invalid = [
         (F.col(present[f.name]) & F.col(f.name).isNull(), invalid_reason(f.dataType, f.name))
-        for f in dataset.schema.fields
+        for f in fields
     ]
     missing = [(~F.col(present[name]), missing_reason(name)) for name in dataset.required]
     return parsed.select(
@@ -557,6 +589,43 @@ def _is_clean() -> Column:
     return (F.size(F.array_compact(F.col(REASONS))) == 0) & ~F.col(MALFORMED)
 
 
+KEY_HASH = "_key_hash"
+# Rows whose key may be repeated: only these go through the duplicate-key window.
+KEY_CANDIDATE = "_key_candidate"
+
+
+def _key_hash(key: Sequence[str]) -> Column:
+    return F.xxhash64(*key)
+
+
+def repeated_key_hashes(landing: DataFrame, dataset: Dataset) -> DataFrame:
+    """Hashes (`_key_hash`) of the parsed keys that occur more than once in the landing rows.
+
+    Every row counts, valid or not, so the rows carrying these hashes are a superset
+    of the duplicate keys among valid rows (and a hash collision only adds a few).
+    The aggregation shuffles one long per row, where ranking every row by key would
+    shuffle and sort whole rows with their raw text (8.5 GB and 41 GB of spill for
+    telemetry at 1e8 rows)."""
+    keys = cast_typed(landing, dataset).select(_key_hash(dataset.key).alias(KEY_HASH))
+    return keys.groupBy(KEY_HASH).count().where(F.col("count") > 1).select(KEY_HASH)
+
+
+def _mark_key_candidates(df: DataFrame, dataset: Dataset, repeated: DataFrame | None) -> DataFrame:
+    """KEY_CANDIDATE: every row when repeated is None, only rows with a repeated key hash
+    otherwise, no row for a dataset without a key."""
+    if not dataset.key:
+        return df.withColumn(KEY_CANDIDATE, F.lit(False))
+    if repeated is None:
+        return df.withColumn(KEY_CANDIDATE, F.lit(True))
+    found = repeated.select(KEY_HASH, F.lit(True).alias(KEY_CANDIDATE))
+    hashed = df.withColumn(KEY_HASH, _key_hash(dataset.key))
+    return (
+        hashed.join(F.broadcast(found), on=KEY_HASH, how="left")
+        .drop(KEY_HASH)
+        .withColumn(KEY_CANDIDATE, F.coalesce(F.col(KEY_CANDIDATE), F.lit(False)))
+    )
+
+
 def flag_duplicates(df: DataFrame, key: Sequence[str]) -> DataFrame:
     """Among otherwise valid rows, keep the smallest (_source_file, raw) per key; flag the rest."""
     if not key:
@@ -612,21 +681,57 @@ def finalise(df: DataFrame, dataset: Dataset) -> DataFrame:
     )
 
 
+def check_rows(
+    landing: DataFrame,
+    dataset: Dataset,
+    parents: Parents,
+    fuel_factors: DataFrame,
+    repeated_keys: DataFrame | None = None,
+) -> DataFrame:
+    """Types and row rules (foreign keys included) of every landing row, before key checks.
+
+    The output has the typed columns, lineage, the reasons so far and KEY_CANDIDATE
+    (see repeated_key_hashes; None marks every row of a keyed dataset a candidate).
+    `raw` is kept only where it can still be needed: rows already rejected, key
+    candidates (the duplicate check orders by it) and every row of the datasets with
+    self-references; this is the frame the ingest persists, so the rest drop it.
+    """
+    typed = cast_typed(landing, dataset)
+    checked = _contract(DATASET_RULES[dataset.name](typed, parents, fuel_factors), dataset)
+    marked = _mark_key_candidates(checked, dataset, repeated_keys)
+    needs_raw = ~_is_clean() | F.col(KEY_CANDIDATE) | F.lit(dataset.name in SELF_RULES)
+    return marked.select(
+        *dataset.columns,
+        F.when(needs_raw, F.col(RAW)).alias(RAW),
+        SOURCE_FILE,
+        MALFORMED,
+        REASONS,
+        KEY_CANDIDATE,
+    )
+
+
+def resolve_keys(checked: DataFrame, dataset: Dataset) -> DataFrame:
+    """check_rows' output -> one row per landing row with `reason` (null = valid).
+
+    Duplicate keys are resolved among key candidates passing every other rule, so
+    one row per key is kept; self-references (an account's payer, a product's
+    runs_on) are then checked against those kept rows, which keeps bronze consistent.
+    """
+    candidates = checked.where(F.col(KEY_CANDIDATE)).drop(KEY_CANDIDATE)
+    others = _contract(checked.where(~F.col(KEY_CANDIDATE)), dataset)
+    ranked = _contract(flag_duplicates(candidates, dataset.key), dataset)
+    deduplicated = ranked.unionByName(others)
+    self_rules = SELF_RULES.get(dataset.name)
+    final = _contract(self_rules(deduplicated), dataset) if self_rules else deduplicated
+    return finalise(final, dataset)
+
+
 def validate(
     landing: DataFrame,
     dataset: Dataset,
     parents: Parents,
     fuel_factors: DataFrame,
 ) -> DataFrame:
-    """Landing rows -> typed rows with `reason` (null = valid), one row per landing row.
-
-    Duplicate keys are resolved among rows passing every other rule, so one row
-    per key is kept; self-references (an account's payer, a product's runs_on)
-    are then checked against those kept rows, which keeps bronze consistent.
-    """
-    typed = cast_typed(landing, dataset)
-    checked = _contract(DATASET_RULES[dataset.name](typed, parents, fuel_factors), dataset)
-    deduplicated = _contract(flag_duplicates(checked, dataset.key), dataset)
-    self_rules = SELF_RULES.get(dataset.name)
-    final = _contract(self_rules(deduplicated), dataset) if self_rules else deduplicated
-    return finalise(final, dataset)
+    """Landing rows -> typed rows with `reason` (null = valid), one row per landing row:
+    check_rows then resolve_keys, every row a key candidate."""
+    return resolve_keys(check_rows(landing, dataset, parents, fuel_factors), dataset)
