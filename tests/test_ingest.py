@@ -781,3 +781,29 @@ def test_typed_parquet_columns_are_checked_as_they_are(spark, tmp_path) -> None:
     # typed values keep their JSON type in raw
     assert json.loads(got["negative_price"][1])["price_per_kwh"] == -0.5
     assert json.loads(got["negative_price"][1])["year"] == 2024
+
+
+def test_source_file_is_the_plain_path_even_with_spaces_plus_and_percent(spark, tmp_path) -> None:
+    landing = tmp_path / "land ing+50%"
+    csv_file = landing / "clusters" / "a b+c%41.csv"
+    csv_file.parent.mkdir(parents=True)
+    csv_file.write_text("cluster_id,kind,launch_date,name\nc1,region,2020-01-01,One\n")
+    parquet_folder = landing / "clusters" / "typed folder"
+    spark.createDataFrame(
+        [("c2", "edge", "2021-01-01", "Two")],
+        "cluster_id string, kind string, launch_date string, name string",
+    ).coalesce(1).write.parquet(str(parquet_folder))
+    ingest_landing(
+        spark,
+        landing,
+        tmp_path / "lake",
+        reference=_reference(spark),
+        datasets=["clusters"],
+        log=None,
+    )
+    files = {
+        r["cluster_id"]: r["_source_file"]
+        for r in read_bronze(spark, tmp_path / "lake", "clusters").collect()
+    }
+    assert files["c1"] == str(csv_file)
+    assert files["c2"].startswith(str(parquet_folder) + "/part-")
