@@ -16,6 +16,8 @@ Run = Mapping[str, Any]
 
 MAX_PIPELINE_OVER_BARE = 2.5
 MAX_PIPELINE_OVER_DUCKDB = 4.0
+# Not in the issue: the proposed reference (a plain copy to Delta) at the issue's factor.
+MAX_PIPELINE_OVER_DELTA_COPY = MAX_PIPELINE_OVER_BARE
 MAX_PER_ROW_GROWTH = 1.15
 MAX_DRIVER_RSS_GROWTH = 1.20
 TARGET_SCALE = 100_000_000
@@ -139,7 +141,7 @@ def targets(runs: Sequence[Run]) -> list[dict[str, Any]]:
         _target(
             "proposed: pipeline_s <= 2.5 x plain Spark copy to Delta",
             ratios.get("pipeline_over_delta_copy"),
-            MAX_PIPELINE_OVER_BARE,
+            MAX_PIPELINE_OVER_DELTA_COPY,
             rows,
             at_target,
         ),
