@@ -1,8 +1,8 @@
 """Validation of landing rows: typing (try_cast), dataset rules, foreign keys, duplicate keys.
 
 Every function here is a pure DataFrame -> DataFrame step. Rows are never
-dropped: each failed rule appends its reason to an array column, and
-`finalise` turns that array into one `reason` string (null for a valid row).
+dropped: each failed rule appends its reason to the `_reasons` string (null
+while a row passes everything), and `finalise` makes it the `reason` column.
 A row lists all the reasons it fails, in the order of the steps (types,
 required columns, dataset rules, foreign keys, duplicate key, self-references),
 joined by "; ". A malformed CSV line gets only its own reason, because its
@@ -25,7 +25,10 @@ from carbon_core import schemas
 from carbon_core.ingest.landing import MALFORMED, RAW, SOURCE_FILE
 from carbon_core.schemas import Dataset
 
-REASONS = "_reasons"  # array<string>; a null entry is a rule that passed
+# The reasons so far, joined by REASON_SEPARATOR; null while the row passes. A string,
+# not an array: an array is allocated per row and step even for valid rows, and cached
+# as generic bytes (most of the persisted frame's size).
+REASONS = "_reasons"
 REASON = "reason"
 REASON_SEPARATOR = "; "
 
@@ -194,8 +197,11 @@ Check = tuple[Column, str]  # (the rule is broken, reason)
 Parents = Mapping[str, DataFrame]  # dataset name -> its valid (bronze) rows
 
 
-def _reason_array(checks: Sequence[Check]) -> Column:
-    return F.array(*(F.when(broken, F.lit(reason)) for broken, reason in checks))
+def _with_reasons(reasons: Column | None, checks: Sequence[Check]) -> Column:
+    """`reasons` (null: none yet) followed by the reason of each broken check; null if none."""
+    broken = [F.when(condition, F.lit(reason)) for condition, reason in checks]
+    joined = F.concat_ws(REASON_SEPARATOR, *([] if reasons is None else [reasons]), *broken)
+    return F.nullif(joined, F.lit(""))
 
 
 def add_reasons(df: DataFrame, checks: Sequence[Check]) -> DataFrame:
@@ -203,7 +209,7 @@ def add_reasons(df: DataFrame, checks: Sequence[Check]) -> DataFrame:
     if not checks:
         return df
     others = [F.col(f"`{c}`") for c in df.columns if c != REASONS]
-    return df.select(*others, F.concat(F.col(REASONS), _reason_array(checks)).alias(REASONS))
+    return df.select(*others, _with_reasons(F.col(REASONS), checks).alias(REASONS))
 
 
 def _typed_value(value: Column, dtype: T.DataType) -> Column:
@@ -255,7 +261,7 @@ def cast_typed(df: DataFrame, dataset: Dataset) -> DataFrame:
         RAW,
         SOURCE_FILE,
         MALFORMED,
-        _reason_array([*invalid, *missing]).alias(REASONS),
+        _with_reasons(None, [*invalid, *missing]).alias(REASONS),
     )
 
 
@@ -317,8 +323,9 @@ def _negative(column: str) -> Check:
 def _missing_when(dataset: Dataset, column: str, condition: Column) -> Check:
     """A conditionally required value is empty (an unparseable one already has its reason)."""
     dtype = dataset.schema[column].dataType
-    # array_contains is null (not false) on an array holding nulls
-    was_invalid = F.array_contains(F.array_compact(REASONS), invalid_reason(dtype, column))
+    reasons = F.split(F.col(REASONS), REASON_SEPARATOR)
+    was_invalid = F.coalesce(F.array_contains(reasons, invalid_reason(dtype, column)), F.lit(False))
+    # last, so the split runs only for rows that lack the value
     return condition & F.col(column).isNull() & ~was_invalid, missing_reason(column)
 
 
@@ -586,7 +593,7 @@ DATASET_RULES: dict[str, Rules] = {
 
 
 def _is_clean() -> Column:
-    return (F.size(F.array_compact(F.col(REASONS))) == 0) & ~F.col(MALFORMED)
+    return F.col(REASONS).isNull() & ~F.col(MALFORMED)
 
 
 KEY_HASH = "_key_hash"
@@ -669,9 +676,8 @@ SELF_RULES: dict[str, Callable[[DataFrame], DataFrame]] = {
 
 
 def finalise(df: DataFrame, dataset: Dataset) -> DataFrame:
-    """Reasons array -> one `reason` string (null: valid row); `raw` kept for rejected rows only."""
-    joined = F.concat_ws(REASON_SEPARATOR, F.col(REASONS))
-    reason = F.when(F.col(MALFORMED), F.lit(MALFORMED_LINE)).when(joined != "", joined)
+    """The reasons -> `reason` (null: valid row); `raw` kept for rejected rows only."""
+    reason = F.when(F.col(MALFORMED), F.lit(MALFORMED_LINE)).otherwise(F.col(REASONS))
     return df.select(*dataset.columns, RAW, SOURCE_FILE, reason.alias(REASON)).select(
         *dataset.columns,
         # bronze does not keep raw: dropping it from valid rows keeps the persisted frame small
