@@ -36,7 +36,7 @@ from carbon_core.ingest.rules import (
     resolve_keys,
     validate,
 )
-from carbon_core.lake import read_table, write_table
+from carbon_core.lake import read_table, table_properties, write_table
 from carbon_core.reference import ReferenceTables
 
 UTC = dt.timezone.utc
@@ -567,6 +567,15 @@ def test_bronze_has_typed_values_and_lineage(spark, ingested) -> None:
     for name in ("clusters", "usage", "site_water"):
         stamps |= {r[0] for r in read_bronze(spark, lake, name).select("_ingested_at").collect()}
     assert len(stamps) == 1  # one timestamp per run
+
+
+def test_hourly_bronze_tables_keep_statistics_of_their_time_column_only(spark, ingested) -> None:
+    for name, column in (("usage", "usage_start"), ("rack_telemetry", "hour")):
+        properties = table_properties(spark, ingested.lake / "bronze" / name)
+        assert properties["delta.dataSkippingStatsColumns"] == column
+    assert "delta.dataSkippingStatsColumns" not in table_properties(
+        spark, ingested.lake / "bronze" / "racks"
+    )
 
 
 def test_reingest_is_idempotent_and_keeps_other_stages_quarantine(spark, ingested) -> None:

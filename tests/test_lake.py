@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 from pyspark.sql import functions as F
@@ -16,6 +17,7 @@ from carbon_core.lake import (
     replace_months,
     replace_where,
     restore_tables,
+    table_properties,
     table_version,
     write_table,
 )
@@ -99,6 +101,41 @@ def test_failure_in_the_middle_of_a_write_leaves_table_unchanged(spark, tmp_path
         replace_months(failing, path, months=[FEB])
     assert table_version(spark, path) == version
     assertDataFrameEqual(read_table(spark, path), _rows(spark, [(JAN, "a", 1.0)]))
+
+
+def _stats_columns_of_latest_files(path) -> set[str]:
+    """The columns with min/max statistics in the add actions of the latest commit."""
+    latest = sorted((path / "_delta_log").glob("*.json"))[-1]
+    adds = [json.loads(line)["add"] for line in latest.read_text().splitlines() if '"add"' in line]
+    assert adds
+    return {name for add in adds for name in json.loads(add["stats"])["minValues"]}
+
+
+def test_write_table_properties_hold_for_the_write_itself_new_table_or_not(spark, tmp_path):
+    only_site = {"delta.dataSkippingStatsColumns": "site_id"}
+    rows = _rows(spark, [(JAN, "a", 1.0), (FEB, "b", 2.0)])
+    created = tmp_path / "created"
+    write_table(rows, created, mode="overwrite", properties=only_site)
+    assert table_version(spark, created) == 0  # created with them: one commit
+    assert table_properties(spark, created)["delta.dataSkippingStatsColumns"] == "site_id"
+    assert _stats_columns_of_latest_files(created) == {"site_id"}
+    # Readers filter on columns without statistics just the same.
+    deltalake = pytest.importorskip("deltalake")
+    polars = pytest.importorskip("polars")
+    kept = deltalake.DeltaTable(str(created)).to_pyarrow_table(filters=[("energy_kwh", ">", 1.5)])
+    assert kept.column("site_id").to_pylist() == ["b"]
+    assert polars.read_delta(str(created)).filter(polars.col("energy_kwh") > 1.5).height == 1
+
+    existing = tmp_path / "existing"
+    write_table(rows, existing, mode="overwrite")
+    assert _stats_columns_of_latest_files(existing) == {"month", "site_id", "energy_kwh"}
+    write_table(rows, existing, mode="overwrite", properties=only_site)
+    assert table_properties(spark, existing)["delta.dataSkippingStatsColumns"] == "site_id"
+    assert _stats_columns_of_latest_files(existing) == {"site_id"}
+    version = table_version(spark, existing)
+    write_table(rows, existing, mode="overwrite", properties=only_site)
+    assert table_version(spark, existing) == version + 1  # set already: no extra commit
+    assertDataFrameEqual(read_table(spark, existing), rows)
 
 
 def test_restore_tables_undoes_commits_of_a_failed_run(spark, tmp_path):

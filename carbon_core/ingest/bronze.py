@@ -186,6 +186,22 @@ def _count_valid(validated: DataFrame) -> tuple[int, int]:
     return (0, 0) if counts is None else (int(counts["valid"]), int(counts["rejected"]))
 
 
+# Statistics (min, max, null count) are collected only for the time column of the two
+# hourly tables, the one a reader of some months filters on: the other columns'
+# statistics cost a third of the bronze write (10M usage rows: 21 s -> 14 s).
+STATS_COLUMNS_PROPERTY = "delta.dataSkippingStatsColumns"
+BRONZE_STATS_COLUMNS: dict[str, tuple[str, ...]] = {
+    "usage": ("usage_start",),
+    "rack_telemetry": ("hour",),
+}
+
+
+def bronze_properties(dataset: Dataset) -> dict[str, str]:
+    """Table properties of a bronze table (BRONZE_STATS_COLUMNS)."""
+    columns = BRONZE_STATS_COLUMNS.get(dataset.name)
+    return {STATS_COLUMNS_PROPERTY: ",".join(columns)} if columns else {}
+
+
 # Above this many repeated key hashes the ranking runs over every row instead of a
 # broadcast of the hashes (a landing holding the same files twice, say).
 MAX_BROADCAST_REPEATED_KEYS = 2_000_000
@@ -235,6 +251,7 @@ def ingest_dataset(
             to_bronze(validated, dataset, ingested_at),
             bronze_path(lake, dataset.name),
             mode="overwrite",
+            properties=bronze_properties(dataset),
         )
         replace_where(
             to_quarantine(validated, ingested_at),

@@ -79,9 +79,21 @@ def write_table(
     *,
     mode: WriteMode,
     partition_by: Sequence[str] = (),
+    properties: Mapping[str, str] | None = None,
 ) -> None:
-    """Write df as one commit: overwrite (schema included), append, or error if present."""
+    """Write df as one commit: overwrite (schema included), append, or error if present.
+
+    `properties` (TBLPROPERTIES) hold for this write already: a new table is created
+    with them; an existing table lacking them gets them first, in a commit of its own
+    (Delta applies a writer's table properties only when it creates the table).
+    """
+    spark = df.sparkSession
     writer = df.write.format("delta").mode(mode)
+    if properties:
+        if table_exists(spark, path):
+            set_table_properties(spark, path, properties)
+        else:
+            writer = writer.options(**properties)
     if mode == "overwrite":
         writer = writer.option("overwriteSchema", "true")
     if partition_by:
