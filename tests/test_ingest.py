@@ -12,6 +12,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -20,8 +21,9 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from carbon_core import schemas
-from carbon_core.errors import InputError
+from carbon_core.errors import InputError, InvariantError
 from carbon_core.ingest import INGEST_ORDER, IngestReport, ingest_landing, read_bronze
+from carbon_core.ingest import bronze as bronze_module
 from carbon_core.ingest.landing import SOURCE_FILE, read_landing
 from carbon_core.ingest.rules import (
     KEY_CANDIDATE,
@@ -36,7 +38,7 @@ from carbon_core.ingest.rules import (
     resolve_keys,
     validate,
 )
-from carbon_core.lake import read_table, table_properties, write_table
+from carbon_core.lake import read_table, table_properties, table_version, write_table
 from carbon_core.reference import ReferenceTables
 
 UTC = dt.timezone.utc
@@ -601,6 +603,50 @@ def test_reingest_is_idempotent_and_keeps_other_stages_quarantine(spark, ingeste
         assert _quarantine(spark, lake, name).count() == first.quarantined_rows
     stages = read_table(spark, lake / "quarantine" / "utility_invoices").groupBy("stage").count()
     assert dict(map(tuple, stages.collect())) == {"ingest": 6, "energy": 1}
+
+
+@pytest.mark.parametrize("fault", ["a row lost", "the two passes disagree"])
+def test_ingest_counts_that_do_not_add_up_fail_and_leave_both_tables_as_they_were(
+    spark, tmp_path, monkeypatch, fault
+) -> None:
+    landing, lake = tmp_path / "landing", tmp_path / "lake"
+    _write_landing(spark, landing)
+    ingest = partial(
+        ingest_landing, spark, landing, lake, reference=_reference(spark), datasets=["clusters"]
+    )
+    ingest(log=None)
+    tables = [lake / "bronze" / "clusters", lake / "quarantine" / "clusters"]
+    before = [(table_version(spark, t), sorted(read_table(spark, t).collect())) for t in tables]
+
+    if fault == "a row lost":
+        resolve = bronze_module.resolve_keys
+        monkeypatch.setattr(
+            bronze_module,
+            "resolve_keys",
+            lambda *args: resolve(*args).where(
+                F.col("reason").isNotNull() | (F.col("cluster_id") != "c2")
+            ),
+        )
+        message = r"ingest clusters: 7 landing rows but 1 bronze \+ 5 quarantined"
+    else:
+        observed, calls = bronze_module._observed, []
+
+        def second_pass_sees_one_row_more(observation):
+            calls.append(observation)
+            valid, rejected = observed(observation)
+            return (valid, rejected + 1) if len(calls) == 2 else (valid, rejected)
+
+        monkeypatch.setattr(bronze_module, "_observed", second_pass_sees_one_row_more)
+        message = r"the bronze pass found 2 valid \+ 5 rejected rows, the quarantine pass 2 \+ 6"
+    pruning = "spark.sql.csv.parser.columnPruning.enabled"
+    pruning_before = spark.conf.get(pruning, None)
+    with pytest.raises(InvariantError, match=message):
+        ingest(log=None)
+    assert spark.conf.get(pruning, None) == pruning_before  # the session's setting is back
+    after = [(table_version(spark, t), sorted(read_table(spark, t).collect())) for t in tables]
+    # Restored: the data as before, with the commits that did it in the history.
+    assert [rows for _, rows in after] == [rows for _, rows in before]
+    assert all(a >= b for (a, _), (b, _) in zip(after, before, strict=True))
 
 
 def test_missing_optional_dataset_gives_empty_tables(spark, tmp_path) -> None:

@@ -700,7 +700,7 @@ def check_rows(
     (see repeated_key_hashes; None marks every row of a keyed dataset a candidate).
     `raw` is kept only where it can still be needed: rows already rejected, key
     candidates (the duplicate check orders by it) and every row of the datasets with
-    self-references; this is the frame the ingest persists, so the rest drop it.
+    self-references; the rest drop it here, it being the widest column.
     """
     typed = cast_typed(landing, dataset)
     checked = _contract(DATASET_RULES[dataset.name](typed, parents, fuel_factors), dataset)
@@ -716,17 +716,28 @@ def check_rows(
     )
 
 
-def resolve_keys(checked: DataFrame, dataset: Dataset) -> DataFrame:
+def rank_key_candidates(checked: DataFrame, dataset: Dataset) -> DataFrame:
+    """The key candidates of check_rows' output, duplicates flagged (a few rows, unless
+    every row is a candidate): what resolve_keys needs a window for."""
+    candidates = checked.where(F.col(KEY_CANDIDATE)).drop(KEY_CANDIDATE)
+    return _contract(flag_duplicates(candidates, dataset.key), dataset)
+
+
+def resolve_keys(
+    checked: DataFrame, dataset: Dataset, ranked_candidates: DataFrame | None = None
+) -> DataFrame:
     """check_rows' output -> one row per landing row with `reason` (null = valid).
 
     Duplicate keys are resolved among key candidates passing every other rule, so
     one row per key is kept; self-references (an account's payer, a product's
     runs_on) are then checked against those kept rows, which keeps bronze consistent.
+    `ranked_candidates` is rank_key_candidates(checked), given when the caller kept it
+    (evaluated inline, the candidates cost a second evaluation of `checked`).
     """
-    candidates = checked.where(F.col(KEY_CANDIDATE)).drop(KEY_CANDIDATE)
+    if ranked_candidates is None:
+        ranked_candidates = rank_key_candidates(checked, dataset)
     others = _contract(checked.where(~F.col(KEY_CANDIDATE)), dataset)
-    ranked = _contract(flag_duplicates(candidates, dataset.key), dataset)
-    deduplicated = ranked.unionByName(others)
+    deduplicated = ranked_candidates.unionByName(others)
     self_rules = SELF_RULES.get(dataset.name)
     final = _contract(self_rules(deduplicated), dataset) if self_rules else deduplicated
     return finalise(final, dataset)
