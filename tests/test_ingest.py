@@ -797,7 +797,7 @@ def test_duplicate_keys_through_the_repeated_key_prepass_match_ranking_every_row
     checked = check_rows(landing, dataset, parents, fuel, repeated)
     candidates = checked.where(F.col(KEY_CANDIDATE)).select("rack_id", "raw").collect()
     assert sorted(json.loads(r["raw"])["note"] for r in candidates) == ["duplicate", "ok1"]
-    # a clean row that is no candidate carries no raw text into the persisted frame
+    # a clean row that is no candidate carries no raw text out of check_rows
     assert checked.where(~F.col(KEY_CANDIDATE) & F.col("raw").isNotNull()).count() == 9
     through_prepass = _outcome(resolve_keys(checked, dataset))
     assert through_prepass == _outcome(validate(landing, dataset, parents, fuel))
