@@ -55,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="csv",
         help="file format of usage and telemetry",
     )
+    generate.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep what an interrupted generation of the same world wrote and finish it",
+    )
 
     ingest = commands.add_parser("ingest", help="landing -> bronze + quarantine")
     _common(ingest)
@@ -128,6 +133,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         start_month=args.start or settings.start_month,
         months=args.months or settings.months,
         usage_format=args.format,
+        resume=args.resume,
     )
     for name, count in counts.items():
         print(f"generate {name}: {count} rows")

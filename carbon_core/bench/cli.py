@@ -126,7 +126,9 @@ def bench_scale(scale: int, args: argparse.Namespace, key: dict[str, Any]) -> di
     step = "generate"
     try:
         if not (args.reuse and _reusable(landing, key)):
-            shutil.rmtree(landing, ignore_errors=True)
+            if not args.reuse:
+                shutil.rmtree(landing, ignore_errors=True)
+            (landing / WORLD_MARKER).unlink(missing_ok=True)
             print(f"bench {scale:,}: generating {landing}", flush=True)
             started = time.monotonic()
             _run_logged(
@@ -150,6 +152,9 @@ def bench_scale(scale: int, args: argparse.Namespace, key: dict[str, Any]) -> di
                     str(key["malformed_share"]),
                     "--format",
                     "parquet",
+                    # With --reuse a generation cut short (hours at 1e9) goes on where
+                    # it stopped; without, the world is written from scratch.
+                    *(["--resume"] if args.reuse else []),
                 ],
                 folder / "generate.log",
                 args.verbose,

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import json
 import shutil
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -45,18 +46,81 @@ def _write_spark(df: DataFrame, folder: Path, fmt: UsageFormat = "csv") -> None:
         writer.option("header", True).csv(str(folder))
 
 
-def _daily_it(telemetry: DataFrame) -> tuple[small.DailyEnergy, int]:
-    """Per site and day, the IT kWh of the telemetry (sites x days rows); and the row count."""
+# The hourly datasets are written in pieces of about this many rows, each one Spark job
+# whose files join the dataset folder only once complete: a 1e9-row world takes hours, and
+# an interrupted generation resumes from its last complete piece (`resume=True`).
+PIECE_ROWS = 100_000_000
+STATE_FILE = "_generate_state.json"  # at the landing root; readers skip "_" names
+_STAGING = "_piece"
+
+
+class _Pieces:
+    """The pieces of the hourly datasets written so far, and what each one counted."""
+
+    def __init__(self, out: Path, key: dict[str, object], resume: bool) -> None:
+        self.path = out / STATE_FILE
+        state = json.loads(self.path.read_text()) if resume and self.path.is_file() else {}
+        self.key = key
+        self.done: dict[str, object] = state.get("done", {}) if state.get("key") == key else {}
+        if not self.done:
+            for name in HOURLY_DATASETS:
+                shutil.rmtree(out / name, ignore_errors=True)
+        self._save()
+
+    def _save(self) -> None:
+        partial = self.path.with_name(self.path.name + ".tmp")
+        partial.write_text(json.dumps({"key": self.key, "done": self.done}))
+        partial.replace(self.path)
+
+    def write(
+        self, name: str, df: DataFrame, folder: Path, fmt: UsageFormat, result: Any = None
+    ) -> Any:
+        """Write piece `name` of a dataset unless it is done; its (stored) `result()`."""
+        if name in self.done:
+            return self.done[name]
+        staging = folder / _STAGING
+        _write_spark(df, staging, fmt)
+        for stale in folder.glob(f"{name}-*"):  # moved before an interruption
+            stale.unlink()
+        for file in sorted(staging.iterdir()):
+            if file.name.startswith("part-"):
+                file.rename(folder / f"{name}-{file.name}")
+        shutil.rmtree(staging)
+        self.done[name] = result() if callable(result) else result
+        self._save()
+        return self.done[name]
+
+
+HOURLY_DATASETS = ("racks", "rack_telemetry", "usage")
+
+
+def _ranges(total: int, per_piece: int) -> list[tuple[int, int]]:
+    step = max(1, per_piece)
+    return [(lo, min(lo + step, total)) for lo in range(0, total, step)]
+
+
+def _daily_it(telemetry: DataFrame) -> tuple[dict[str, dict[str, float]], int]:
+    """Per site and ISO day, the IT kWh of the telemetry (sites x days rows); and the row count."""
     rows = (
         telemetry.groupBy("site_id", F.to_date("hour").alias("day"))
         .agg(F.sum("it_energy_kwh").alias("kwh"), F.count(F.lit(1)).alias("n"))
         .collect()
     )
-    daily: small.DailyEnergy = {}
+    daily: dict[str, dict[str, float]] = {}
     for row in rows:
-        day: dt.date = row["day"]
-        daily.setdefault(row["site_id"], {})[day] = float(row["kwh"])
+        daily.setdefault(row["site_id"], {})[row["day"].isoformat()] = float(row["kwh"])
     return daily, sum(int(row["n"]) for row in rows)
+
+
+def _sum_daily(pieces: list[tuple[dict[str, dict[str, float]], int]]) -> small.DailyEnergy:
+    total: small.DailyEnergy = {}
+    for daily, _ in pieces:
+        for site, days in daily.items():
+            into = total.setdefault(site, {})
+            for day, kwh in days.items():
+                key = dt.date.fromisoformat(day)
+                into[key] = into.get(key, 0.0) + kwh
+    return total
 
 
 def _hourly(
@@ -65,17 +129,21 @@ def _hourly(
     out: Path,
     share: float,
     usage_format: UsageFormat,
+    pieces: _Pieces,
+    piece_rows: int,
 ) -> tuple[dict[str, int], small.DailyEnergy]:
-    """racks, rack_telemetry and usage, written by Spark executors."""
+    """racks, rack_telemetry and usage, written by Spark executors, piece by piece."""
     counts: dict[str, int] = {}
     seed = plan.seed
+    for name in HOURLY_DATASETS:
+        (out / name).mkdir(parents=True, exist_ok=True)
     sites = frames.sites_frame(spark, plan)
     expected_telemetry = plan.total_racks * plan.hours
     gids = spark.range(
         0, plan.total_racks, 1, numPartitions=frames.partitions_for(expected_telemetry)
     ).withColumnRenamed("id", "gid")
-    # Cached: three jobs read the racks, and the optimizer would otherwise inline their
-    # (large) attribute expressions into every telemetry row's plan.
+    # Cached: every telemetry piece reads the racks, and the optimizer would otherwise
+    # inline their (large) attribute expressions into every telemetry row's plan.
     racks = frames.racks_frame(gids, sites, plan, seed).cache()
     anchors = racks.filter((F.col("k") == 0) & F.col("anchor_idx").isNotNull())
 
@@ -83,38 +151,51 @@ def _hourly(
     racks_out = frames.racks_text(racks)
     if bad_racks:
         racks_out = racks_out.unionByName(frames.malformed_racks(anchors, plan, seed, bad_racks))
-    _write_spark(racks_out.coalesce(1), out / "racks")
+    pieces.write("racks", racks_out.coalesce(1), out / "racks", "csv")
     counts["racks"], counts["racks" + MALFORMED_SUFFIX] = plan.total_racks + bad_racks, bad_racks
 
-    telemetry = frames.telemetry_frame(racks, plan, seed)
-    daily, n_telemetry = _daily_it(telemetry)
-    bad_telemetry = small.malformed_count(n_telemetry, share)
-    telemetry_out = frames.telemetry_text(telemetry)
-    if bad_telemetry:
-        telemetry_out = telemetry_out.unionByName(
-            frames.malformed_telemetry(anchors, plan, seed, bad_telemetry)
+    # A telemetry piece is the racks of a range of rack numbers, every hour of each.
+    per_piece = piece_rows // max(1, plan.hours)
+    telemetry_pieces = []
+    for i, (lo, hi) in enumerate(_ranges(plan.total_racks, per_piece)):
+        in_range = racks.filter((F.col("gid") >= lo) & (F.col("gid") < hi))
+        telemetry = frames.telemetry_frame(in_range, plan, seed)
+        telemetry_pieces.append(
+            pieces.write(
+                f"t{i:03d}",
+                frames.telemetry_text(telemetry),
+                out / "rack_telemetry",
+                usage_format,
+                lambda telemetry=telemetry: _daily_it(telemetry),
+            )
         )
-    # In Parquet the telemetry keeps its text columns (malformed rows need them);
-    # ingest reads every landing column as text either way.
-    _write_spark(telemetry_out, out / "rack_telemetry", usage_format)
+    daily = _sum_daily(telemetry_pieces)
+    n_telemetry = sum(n for _, n in telemetry_pieces)
+    bad_telemetry = small.malformed_count(n_telemetry, share)
+    if bad_telemetry:
+        # In Parquet the telemetry keeps its text columns (malformed rows need them);
+        # ingest reads every landing column as text either way.
+        bad = frames.malformed_telemetry(anchors, plan, seed, bad_telemetry)
+        pieces.write("tbad", bad, out / "rack_telemetry", usage_format)
     counts["rack_telemetry"] = n_telemetry + bad_telemetry
     counts["rack_telemetry" + MALFORMED_SUFFIX] = bad_telemetry
 
     tables = frames.usage_tables(spark, plan)
     n_series = len(plan.series)
     n_usage = plan.scale
-    ids = spark.range(
-        0, n_usage, 1, numPartitions=frames.partitions_for(n_usage)
-    ).withColumnRenamed("id", "row_id")
-    usage = frames.usage_rows(ids, tables, n_series, seed)
     text = usage_format == "csv"
-    usage_out = frames.usage_text(usage) if text else usage
+    for i, (lo, hi) in enumerate(_ranges(n_usage, piece_rows)):
+        ids = spark.range(
+            lo, hi, 1, numPartitions=frames.partitions_for(hi - lo)
+        ).withColumnRenamed("id", "row_id")
+        usage = frames.usage_rows(ids, tables, n_series, seed)
+        pieces.write(
+            f"u{i:03d}", frames.usage_text(usage) if text else usage, out / "usage", usage_format
+        )
     bad_usage = small.malformed_count(n_usage, share)
     if bad_usage:
-        usage_out = usage_out.unionByName(
-            frames.malformed_usage(tables, n_series, n_usage, plan, seed, bad_usage, text=text)
-        )
-    _write_spark(usage_out, out / "usage", usage_format)
+        bad = frames.malformed_usage(tables, n_series, n_usage, plan, seed, bad_usage, text=text)
+        pieces.write("ubad", bad, out / "usage", usage_format)
     counts["usage"], counts["usage" + MALFORMED_SUFFIX] = n_usage + bad_usage, bad_usage
     racks.unpersist()
     return counts, daily
@@ -130,13 +211,16 @@ def generate_world(
     start_month: str = "2024-10",
     months: int = 6,
     usage_format: UsageFormat = "csv",
+    resume: bool = False,
+    piece_rows: int = PIECE_ROWS,
 ) -> dict[str, int]:
     """Write <out>/<dataset>/ for every landing dataset; rows written per dataset.
 
     The result maps each dataset name to the rows written (malformed included) and
     "<dataset>.malformed" to how many of them break the dataset's rules. Valid rows do
     not depend on `malformed_share`: a world generated with 0 is this world minus its
-    malformed rows.
+    malformed rows. With `resume`, the pieces of the hourly datasets that an interrupted
+    generation of the same world (same arguments) completed are kept, not written again.
     """
     if usage_format not in ("csv", "parquet"):
         raise ValueError(f"usage_format must be csv or parquet, got {usage_format!r}")
@@ -145,7 +229,17 @@ def generate_world(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     plan = build_plan(scale, seed, start_month, months)
-    counts, daily = _hourly(spark, plan, out, malformed_share, usage_format)
+    key = {
+        "scale": scale,
+        "seed": seed,
+        "malformed_share": malformed_share,
+        "start_month": start_month,
+        "months": months,
+        "format": usage_format,
+        "piece_rows": piece_rows,
+    }
+    pieces = _Pieces(out, key, resume)
+    counts, daily = _hourly(spark, plan, out, malformed_share, usage_format, pieces, piece_rows)
     energy = small.Energy(plan, daily)
     prices = small.price_table(plan)
     tables = {
