@@ -238,3 +238,60 @@ def test_parquet_files_have_row_groups_of_the_configured_size(
     biggest = max(metadata, key=lambda m: m.num_rows)
     assert biggest.num_rows >= 10_000
     assert biggest.num_row_groups >= 3
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _files(folder: Path) -> set[str]:
+    return {f.name for f in folder.iterdir()}
+
+
+def test_an_interrupted_generation_resumes_to_the_same_world(
+    worlds: dict[str, object],
+    tmp_path: Path,
+    spark: SparkSession,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A 1e9-row world takes hours: a cut-short run goes on from its last complete piece."""
+    from carbon_core.generate import world
+
+    args = {"scale": SCALE, "seed": SEED, "months": MONTHS, "malformed_share": SHARE}
+    piece_rows = 6_000  # usage: 4 pieces (20,000 rows); telemetry: 4 racks a piece
+    original_write = world._Pieces.write
+    interrupt_at = ["u001"]
+
+    def write_or_interrupt(self, name, *rest):  # type: ignore[no-untyped-def]
+        if name in interrupt_at:
+            raise _Interrupted(name)
+        return original_write(self, name, *rest)
+
+    monkeypatch.setattr(world._Pieces, "write", write_or_interrupt)
+    with pytest.raises(_Interrupted):
+        generate_world(spark, tmp_path, piece_rows=piece_rows, **args)
+    telemetry_files = _files(tmp_path / "rack_telemetry")
+    usage_files = _files(tmp_path / "usage")
+    assert len({f[:4] for f in telemetry_files}) >= 4  # t000.. and tbad
+    assert {f[:4] for f in usage_files} == {"u000"}
+    # Files a piece moved in before an interruption are not kept twice.
+    (tmp_path / "usage" / "u001-part-00000-stale.csv").write_text("usage_start\nstale\n")
+
+    interrupt_at.clear()
+    counts = generate_world(spark, tmp_path, piece_rows=piece_rows, resume=True, **args)
+    assert counts == worlds["counts"]
+    for name in DATASET_NAMES:
+        assert _lines(tmp_path / name) == _lines(worlds["dirty"] / name), name  # type: ignore[operator]
+    # The complete pieces were kept as they were, not written again.
+    assert _files(tmp_path / "rack_telemetry") == telemetry_files
+    assert usage_files < _files(tmp_path / "usage")
+    assert not (tmp_path / "usage" / "u001-part-00000-stale.csv").exists()
+    assert not list((tmp_path / "usage").glob("_piece*"))
+
+    # Another world in the same folder starts from scratch, even with resume.
+    other = generate_world(
+        spark, tmp_path, piece_rows=piece_rows, resume=True, **{**args, "seed": SEED + 1}
+    )
+    assert other["usage"] == counts["usage"]
+    assert not _files(tmp_path / "rack_telemetry") & telemetry_files
+    assert _lines(tmp_path / "usage") != _lines(worlds["dirty"] / "usage")
