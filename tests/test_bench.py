@@ -214,3 +214,63 @@ def test_summary_and_markdown():
     assert "| 1e7 | 1e8 | 12.00 | 1.20 | 1.15 |" in lines
     assert "| pipeline_s <= 2.5 x bare Spark scan | 1e8 | 3.00 | 2.50 | **missed** |" in lines
     assert "| a 1e9-row run completes | - | - | - | not measured |" in lines
+
+
+def test_a_measurement_cut_short_in_the_references_resumes_without_the_pipeline(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import carbon_core.session
+    from carbon_core.bench import measure
+
+    calls: list[str] = []
+    fail_references = [True]
+
+    def pipeline(spark, config, args, sampler):  # type: ignore[no-untyped-def]
+        calls.append("pipeline")
+        return {"status": "ok", "pipeline_s": 100.0 + len(calls)}
+
+    def references(spark, config, sampler):  # type: ignore[no-untyped-def]
+        calls.append("references")
+        if fail_references[0]:
+            raise KeyboardInterrupt  # the machine going down mid-way
+        return {"bare_scan_s": 2.0}
+
+    monkeypatch.setattr(carbon_core.session, "build_spark_session", lambda conf: None)
+    monkeypatch.setattr(measure, "measure_pipeline", pipeline)
+    monkeypatch.setattr(measure, "measure_references", references)
+    out = tmp_path / "run.json"
+    argv = ["--landing", str(tmp_path / "l"), "--lake", str(tmp_path / "k")]
+    argv += ["--exports", str(tmp_path / "e"), "--out", str(out), "--usage-rows", "1000"]
+    args = measure.build_parser().parse_args(argv)
+    resumed = measure.build_parser().parse_args([*argv, "--resume"])
+
+    with pytest.raises(KeyboardInterrupt):
+        measure.measure(args)
+    assert calls == ["pipeline", "references"]
+    fail_references[0] = False
+    run = measure.measure(resumed)
+    assert calls[2:] == ["references"]
+    assert run == {
+        "status": "ok",
+        "pipeline_s": 101.0,
+        "pipeline_resumed": True,
+        "bare_scan_s": 2.0,
+    }
+    # Once complete, nothing is kept: the next run measures the pipeline again.
+    assert not list(tmp_path.glob("*.pipeline.json"))
+    assert measure.measure(resumed)["pipeline_s"] == 104.0
+
+    # Kept measurements of other code, another scale or without --resume are not used.
+    for changed, patch in (
+        ("code", lambda: monkeypatch.setattr(measure, "code_version", lambda: "other")),
+        ("scale", lambda: setattr(resumed, "usage_rows", 2000)),
+        ("no --resume", lambda: None),
+    ):
+        fail_references[0] = True
+        with pytest.raises(KeyboardInterrupt):
+            measure.measure(resumed)
+        fail_references[0] = False
+        patch()
+        before = calls.count("pipeline")
+        measure.measure(args if changed == "no --resume" else resumed)
+        assert calls.count("pipeline") == before + 1, changed

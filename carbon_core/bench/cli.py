@@ -176,6 +176,8 @@ def bench_scale(scale: int, args: argparse.Namespace, key: dict[str, Any]) -> di
             extra += ["--shuffle-partitions", str(args.shuffle_partitions)]
         if args.verbose:
             extra.append("--verbose")
+        if args.reuse:
+            extra.append("--resume")
         _run_logged(
             [
                 python,

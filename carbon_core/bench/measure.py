@@ -14,6 +14,7 @@ Writes one JSON object (a `runs` entry of latest.json) to --out.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 import sys
@@ -253,8 +254,20 @@ def _bench_config(args: argparse.Namespace) -> Config:
     return config.model_copy(update={"spark": config.spark.model_copy(update=changes)})
 
 
-def measure(args: argparse.Namespace) -> dict[str, Any]:
-    """Run and measure one scale; the `runs` entry."""
+def code_version() -> str:
+    """A digest of carbon_core's source: a measurement kept for resuming must be of this code."""
+    digest = hashlib.sha256()
+    package = Path(__file__).resolve().parents[1]
+    for file in sorted(package.rglob("*.py")):
+        digest.update(str(file.relative_to(package)).encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def measure_pipeline(
+    spark: SparkSession, config: Config, args: argparse.Namespace, sampler: RssSampler
+) -> dict[str, Any]:
+    """Run the pipeline and the export and measure them; the run's entry without references."""
     from carbon_core.export import export_carbon
     from carbon_core.lake import table_commit_time
     from carbon_core.pipeline import (
@@ -264,14 +277,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         read_lake_table,
         run_pipeline,
     )
-    from carbon_core.session import build_spark_session
 
-    sampler = RssSampler().start()
-    config = _bench_config(args)
-    spark = build_spark_session(config.spark)
     cores = spark.sparkContext.defaultParallelism
     log = print if args.verbose else (lambda line: None)
-
     sampler.phase("pipeline")
     started = time.monotonic()
     report = run_pipeline(spark, config, log=log)
@@ -300,7 +308,30 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     # so that the Delta copy does not need room beside it (about 20 GB each at 1e9).
     lake_mb = folder_mb(Path(config.lake))
     shutil.rmtree(Path(config.lake), ignore_errors=True)
+    return {
+        "usage_rows": args.usage_rows,
+        "status": "ok",
+        "months": [m.isoformat() for m in report.months],
+        "usage_rows_valid": allocation_rows,
+        "pipeline_s": round(run_s + export_s, 2),
+        "run_s": round(run_s, 2),
+        "export_s": round(export_s, 2),
+        "export_file_sets": len(exported.written),
+        "peak_driver_rss_mb": sampler.peak_mb("pipeline"),
+        "peak_executor_mb": executor_mb,
+        "spark_cores": cores,
+        "driver_memory": config.spark.driver_memory,
+        "shuffle_partitions": config.spark.shuffle_partitions,
+        "lake_mb": lake_mb,
+        "stages": stage_table(report, export_s, allocation_rows, groups, cores),
+    }
 
+
+def measure_references(spark: SparkSession, config: Config, sampler: RssSampler) -> dict[str, Any]:
+    """Time the bare scan, the Delta copy and DuckDB on the landing; stops the session."""
+    from carbon_core.pipeline import label_jobs
+
+    cores = spark.sparkContext.defaultParallelism
     sampler.phase("references")
     label_jobs(spark, "bench/bare_scan")
     # A failing reference must not lose the pipeline's measurement: it is reported instead.
@@ -332,33 +363,48 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         duckdb_s = round(time.monotonic() - started, 2)
     except Exception as error:
         errors["duckdb"] = str(error).splitlines()[0][:300]
-    sampler.stop()
-
     return {
-        "usage_rows": args.usage_rows,
-        "status": "ok",
-        "months": [m.isoformat() for m in report.months],
         "usage_rows_landed": scanned.get("usage"),
         "telemetry_rows_landed": scanned.get("rack_telemetry"),
-        "usage_rows_valid": allocation_rows,
-        "pipeline_s": round(run_s + export_s, 2),
-        "run_s": round(run_s, 2),
-        "export_s": round(export_s, 2),
-        "export_file_sets": len(exported.written),
         "bare_scan_s": bare_scan_s,
         "duckdb_s": duckdb_s,
         "delta_copy_s": delta_copy_s,
         "duckdb_result_rows": duckdb_rows,
-        "peak_driver_rss_mb": sampler.peak_mb("pipeline"),
-        "peak_executor_mb": executor_mb,
-        "spark_cores": cores,
-        "driver_memory": config.spark.driver_memory,
-        "shuffle_partitions": config.spark.shuffle_partitions,
         "landing_mb": folder_mb(Path(config.landing)),
-        "lake_mb": lake_mb,
         "reference_errors": errors,
-        "stages": stage_table(report, export_s, allocation_rows, groups, cores),
     }
+
+
+def _pipeline_file(out: Path) -> Path:
+    return out.with_name(out.stem + ".pipeline.json")
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Run and measure one scale; the `runs` entry.
+
+    The pipeline's measurement is kept beside --out until the references are done too:
+    with --resume a run cut short in the references (at 1e9 the whole takes longer than
+    some machines stay up) times only them again, if landing, scale and code are the same.
+    """
+    from carbon_core.session import build_spark_session
+
+    sampler = RssSampler().start()
+    config = _bench_config(args)
+    spark = build_spark_session(config.spark)
+    key = {"landing": str(args.landing), "usage_rows": args.usage_rows, "code": code_version()}
+    kept = _pipeline_file(args.out)
+    saved = json.loads(kept.read_text()) if args.resume and kept.is_file() else {}
+    if saved.get("key") == key:
+        pipeline = saved["run"]
+        pipeline["pipeline_resumed"] = True
+        shutil.rmtree(Path(config.lake), ignore_errors=True)
+    else:
+        pipeline = measure_pipeline(spark, config, args, sampler)
+        kept.write_text(json.dumps({"key": key, "run": pipeline}))
+    references = measure_references(spark, config, sampler)
+    sampler.stop()
+    kept.unlink(missing_ok=True)
+    return {**pipeline, **references}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -373,6 +419,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--master")
     parser.add_argument("--shuffle-partitions", type=int)
     parser.add_argument("--verbose", action="store_true", help="print the pipeline's log")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse the pipeline's measurement of a run cut short in the references",
+    )
     return parser
 
 
