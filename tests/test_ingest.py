@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -785,7 +786,7 @@ def _outcome(validated: DataFrame) -> list[tuple]:
 
 
 def test_duplicate_keys_through_the_repeated_key_prepass_match_ranking_every_row(
-    spark, ingested
+    spark, ingested, monkeypatch
 ) -> None:
     dataset = schemas.RACK_TELEMETRY
     landing = read_landing(spark, ingested.landing, dataset)
@@ -794,6 +795,13 @@ def test_duplicate_keys_through_the_repeated_key_prepass_match_ranking_every_row
     repeated = repeated_key_hashes(landing, dataset)
     # r1 at 2025-01-01 00:00 UTC is written twice (a.csv ok1, b.csv duplicate): one hash
     assert repeated.count() == 1
+    # Many rows are counted in more tasks than the session's shuffle partitions (2 here).
+    rows_in = landing.count()
+    monkeypatch.setattr(bronze_module, "KEYS_PER_COUNTING_TASK", 3)
+    counted_in_more_tasks = bronze_module._repeated_keys(landing, dataset, rows_in)
+    assert counted_in_more_tasks is not None
+    assert counted_in_more_tasks.rdd.getNumPartitions() == math.ceil(rows_in / 3) > 2
+    assert counted_in_more_tasks.collect() == repeated.collect()
     checked = check_rows(landing, dataset, parents, fuel, repeated)
     candidates = checked.where(F.col(KEY_CANDIDATE)).select("rack_id", "raw").collect()
     assert sorted(json.loads(r["raw"])["note"] for r in candidates) == ["duplicate", "ok1"]

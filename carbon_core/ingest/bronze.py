@@ -10,6 +10,7 @@ replaced, leaving rows that later stages quarantined untouched.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -208,12 +209,21 @@ def bronze_properties(dataset: Dataset) -> dict[str, str]:
 MAX_BROADCAST_REPEATED_KEYS = 2_000_000
 
 
-def _repeated_keys(rows: DataFrame, dataset: Dataset) -> DataFrame | None:
+# Distinct keys each task of the repeated-key count holds: 95M telemetry keys in 8 tasks
+# (1e8 rows) counted without spilling; ten times that per task would spill to disk.
+KEYS_PER_COUNTING_TASK = 4_000_000
+
+
+def _repeated_keys(rows: DataFrame, dataset: Dataset, rows_in: int) -> DataFrame | None:
     """The persisted hashes of repeated keys (rules.repeated_key_hashes), or None when the
     dataset has no key or too many keys repeat to broadcast them."""
     if not dataset.key:
         return None
-    repeated = repeated_key_hashes(rows, dataset).persist(StorageLevel.MEMORY_AND_DISK)
+    session_partitions = int(rows.sparkSession.conf.get("spark.sql.shuffle.partitions") or 1)
+    needed = math.ceil(rows_in / KEYS_PER_COUNTING_TASK)
+    partitions = needed if needed > session_partitions else None
+    repeated = repeated_key_hashes(rows, dataset, partitions)
+    repeated = repeated.persist(StorageLevel.MEMORY_AND_DISK)
     if repeated.count() > MAX_BROADCAST_REPEATED_KEYS:
         repeated.unpersist()
         return None
@@ -323,7 +333,7 @@ def ingest_dataset(
     try:
         with _whole_csv_lines(spark):
             rows_in = rows.count()
-            repeated = _repeated_keys(rows, dataset)
+            repeated = _repeated_keys(rows, dataset, rows_in)
             checked = check_rows(rows, dataset, parents, reference.fuel_factors, repeated)
             if dataset.key:
                 # The few rows with a repeated key, ranked once for both passes.

@@ -605,15 +605,23 @@ def _key_hash(key: Sequence[str]) -> Column:
     return F.xxhash64(*key)
 
 
-def repeated_key_hashes(landing: DataFrame, dataset: Dataset) -> DataFrame:
+def repeated_key_hashes(
+    landing: DataFrame, dataset: Dataset, partitions: int | None = None
+) -> DataFrame:
     """Hashes (`_key_hash`) of the parsed keys that occur more than once in the landing rows.
 
     Every row counts, valid or not, so the rows carrying these hashes are a superset
     of the duplicate keys among valid rows (and a hash collision only adds a few).
     The aggregation shuffles one long per row, where ranking every row by key would
     shuffle and sort whole rows with their raw text (8.5 GB and 41 GB of spill for
-    telemetry at 1e8 rows)."""
+    telemetry at 1e8 rows). `partitions` sets how many tasks count the hashes (each
+    holds its share of the distinct keys in memory); None leaves it to the session.
+    """
     keys = cast_typed(landing, dataset).select(_key_hash(dataset.key).alias(KEY_HASH))
+    if partitions is not None:
+        # Hashed to their counting task as they are: the keys hardly ever repeat within
+        # a file, so counting before the shuffle would only add a count to every row.
+        keys = keys.repartition(partitions, KEY_HASH)
     return keys.groupBy(KEY_HASH).count().where(F.col("count") > 1).select(KEY_HASH)
 
 
