@@ -6,6 +6,7 @@ import csv
 import datetime as dt
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -52,6 +53,7 @@ def _write_spark(df: DataFrame, folder: Path, fmt: UsageFormat = "csv") -> None:
 PIECE_ROWS = 100_000_000
 STATE_FILE = "_generate_state.json"  # at the landing root; readers skip "_" names
 _STAGING = "_piece"
+HOURLY_DATASETS = ("racks", "rack_telemetry", "usage")
 
 
 class _Pieces:
@@ -73,9 +75,15 @@ class _Pieces:
         partial.replace(self.path)
 
     def write(
-        self, name: str, df: DataFrame, folder: Path, fmt: UsageFormat, result: Any = None
+        self,
+        name: str,
+        df: DataFrame,
+        folder: Path,
+        fmt: UsageFormat,
+        result: Callable[[], Any] | None = None,
     ) -> Any:
-        """Write piece `name` of a dataset unless it is done; its (stored) `result()`."""
+        """Write piece `name` of a dataset unless it is done; `result()` after writing it,
+        stored with the piece (None without `result`), or the stored one when done."""
         if name in self.done:
             return self.done[name]
         staging = folder / _STAGING
@@ -86,12 +94,9 @@ class _Pieces:
             if file.name.startswith("part-"):
                 file.rename(folder / f"{name}-{file.name}")
         shutil.rmtree(staging)
-        self.done[name] = result() if callable(result) else result
+        self.done[name] = result() if result is not None else None
         self._save()
         return self.done[name]
-
-
-HOURLY_DATASETS = ("racks", "rack_telemetry", "usage")
 
 
 def _ranges(total: int, per_piece: int) -> list[tuple[int, int]]:
