@@ -795,13 +795,23 @@ def test_duplicate_keys_through_the_repeated_key_prepass_match_ranking_every_row
     repeated = repeated_key_hashes(landing, dataset)
     # r1 at 2025-01-01 00:00 UTC is written twice (a.csv ok1, b.csv duplicate): one hash
     assert repeated.count() == 1
-    # Many rows are counted in more tasks than the session's shuffle partitions (2 here).
+    # Many rows are counted in more tasks than the session's shuffle partitions, the
+    # same hashes; few rows in the session's number of tasks.
     rows_in = landing.count()
-    monkeypatch.setattr(bronze_module, "KEYS_PER_COUNTING_TASK", 3)
-    counted_in_more_tasks = bronze_module._repeated_keys(landing, dataset, rows_in)
-    assert counted_in_more_tasks is not None
-    assert counted_in_more_tasks.rdd.getNumPartitions() == math.ceil(rows_in / 3) > 2
-    assert counted_in_more_tasks.collect() == repeated.collect()
+    session_partitions = spark.conf.get("spark.sql.shuffle.partitions")
+    spark.conf.set("spark.sql.shuffle.partitions", "2")
+    try:
+        monkeypatch.setattr(bronze_module, "KEYS_PER_COUNTING_TASK", 3)
+        counted_in_more_tasks = bronze_module._repeated_keys(landing, dataset, rows_in)
+        assert counted_in_more_tasks is not None
+        assert counted_in_more_tasks.rdd.getNumPartitions() == math.ceil(rows_in / 3) > 2
+        assert counted_in_more_tasks.collect() == repeated.collect()
+        monkeypatch.setattr(bronze_module, "KEYS_PER_COUNTING_TASK", rows_in)
+        counted_in_session_tasks = bronze_module._repeated_keys(landing, dataset, rows_in)
+        assert counted_in_session_tasks is not None
+        assert counted_in_session_tasks.rdd.getNumPartitions() == 2
+    finally:
+        spark.conf.set("spark.sql.shuffle.partitions", session_partitions)
     checked = check_rows(landing, dataset, parents, fuel, repeated)
     candidates = checked.where(F.col(KEY_CANDIDATE)).select("rack_id", "raw").collect()
     assert sorted(json.loads(r["raw"])["note"] for r in candidates) == ["duplicate", "ok1"]
