@@ -68,7 +68,7 @@ _BASE_CONF: dict[str, str] = {
     "spark.executorEnv.OMP_NUM_THREADS": "1",
     # Spark deletes a shuffle's files only once a driver GC finds its plan gone, and
     # forces that GC every 30 minutes by default: at 1e9 rows the telemetry key
-    # pre-pass's 22 GB of shuffle would sit on disk through the whole usage ingest.
+    # pre-pass's 9.5 GB of shuffle would sit on disk through the whole usage ingest.
     "spark.cleaner.periodicGC.interval": "5min",
 }
 
