@@ -30,6 +30,19 @@ def spark() -> Iterator[SparkSession]:
     session.stop()
 
 
+@pytest.fixture(autouse=True)
+def keep_shuffle_partitions() -> Iterator[None]:
+    """Restore the shared session's shuffle partitions after each test: a test that runs
+    a job through the command line builds its session from conf/local.yaml, and
+    getOrCreate applies that file's 8 partitions to the session every later test uses."""
+    session = SparkSession.getActiveSession()
+    before = session.conf.get("spark.sql.shuffle.partitions") if session else None
+    yield
+    session = SparkSession.getActiveSession()
+    if session is not None and before is not None:
+        session.conf.set("spark.sql.shuffle.partitions", before)
+
+
 @pytest.fixture(autouse=True, scope="module")
 def release_spark_memory() -> Iterator[None]:
     """After each module, drop what its tests cached or checkpointed and let the JVM
