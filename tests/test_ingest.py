@@ -880,3 +880,34 @@ def test_source_file_is_the_plain_path_even_with_spaces_plus_and_percent(spark, 
     }
     assert files["c1"] == str(csv_file)
     assert files["c2"].startswith(str(parquet_folder) + "/part-")
+
+
+def test_keys_that_differ_only_in_the_case_of_a_code_are_duplicates(spark, tmp_path) -> None:
+    # The rules upper-case country and subdivision codes, so "us" and "US" are one key
+    # in bronze: the repeated-key pre-pass must hash the key as the rules leave it.
+    folder = tmp_path / "landing" / "electricity_prices"
+    folder.mkdir(parents=True)
+    (folder / "a.csv").write_text(
+        "country_code,subdivision_code,year,price_per_kwh,currency\n"
+        "US,US-VA,2024,0.10,USD\n"
+        "us,us-va,2024,0.11,USD\n"
+        "us,,2024,0.12,USD\n"
+        "DE,,2024,0.30,EUR\n"
+    )
+    report = ingest_landing(
+        spark,
+        tmp_path / "landing",
+        tmp_path / "lake",
+        reference=_reference(spark),
+        datasets=["electricity_prices"],
+        log=None,
+    )
+    assert (report.rows_in, report.bronze_rows, report.quarantined_rows) == (4, 3, 1)
+    bronze = read_bronze(spark, tmp_path / "lake", "electricity_prices")
+    kept = {(r.country_code, r.subdivision_code): r.price_per_kwh for r in bronze.collect()}
+    # "US,US-VA" comes first in (source file, raw) order, so it is the row kept
+    assert kept == {("DE", None): 0.3, ("US", None): 0.12, ("US", "US-VA"): 0.1}
+    quarantine = read_table(spark, tmp_path / "lake" / "quarantine" / "electricity_prices")
+    assert [(r.reason, r.raw.startswith('{"country_code":"us"')) for r in quarantine.collect()] == [
+        ("duplicate key", True)
+    ]

@@ -1,9 +1,13 @@
 """Read a landing dataset: every CSV and Parquet file under <landing>/<dataset>/.
 
 The result has one row per landing row (malformed CSV lines included) with the
-dataset's columns as untouched strings, the row's values as a JSON object
-(`raw`, extra columns included), its file and a malformed-line flag. Typing and
-rules come later (rules.py), so nothing is dropped or inferred here.
+dataset's columns as untouched strings, the row's values as a struct
+(`_raw_values`, extra columns included), its file and a malformed-line flag. Typing
+and rules come later (rules.py), so nothing is dropped or inferred here.
+
+The values become the JSON text `raw` (raw_json) only for the rows that need it, the
+rejected ones and the key candidates: printing every row as JSON cost as much as the
+rules themselves at a billion rows.
 
 One exception keeps large typed Parquet landings cheap: when a dataset is only
 Parquet, a column stored with exactly its contract type (a timestamp for a
@@ -29,6 +33,7 @@ from carbon_core.errors import InputError
 from carbon_core.schemas import Dataset
 
 RAW = "raw"
+RAW_VALUES = "_raw_values"
 SOURCE_FILE = "_source_file"
 MALFORMED = "_malformed"
 CORRUPT_RECORD = "_corrupt_record"
@@ -46,14 +51,25 @@ TO_JSON_OPTIONS = {"ignoreNullFields": "true", "timestampFormat": ISO_TIMESTAMP_
 
 def landing_columns(dataset: Dataset) -> list[str]:
     """The columns of read_landing's output, in order."""
-    return [*dataset.columns, RAW, SOURCE_FILE, MALFORMED]
+    return [*dataset.columns, RAW_VALUES, SOURCE_FILE, MALFORMED]
 
 
 def _landing_struct(dataset: Dataset) -> T.StructType:
+    strings = [T.StructField(c, T.StringType(), True) for c in dataset.columns]
+    values = T.StructType([*strings, T.StructField(RAW_LINE_KEY, T.StringType(), True)])
     return T.StructType(
-        [T.StructField(c, T.StringType(), True) for c in [*dataset.columns, RAW, SOURCE_FILE]]
-        + [T.StructField(MALFORMED, T.BooleanType(), True)]
+        [
+            *strings,
+            T.StructField(RAW_VALUES, values, True),
+            T.StructField(SOURCE_FILE, T.StringType(), True),
+            T.StructField(MALFORMED, T.BooleanType(), True),
+        ]
     )
+
+
+def raw_json(values: Column) -> Column:
+    """read_landing's `_raw_values` as the JSON object kept in quarantine's `raw`."""
+    return F.to_json(values, TO_JSON_OPTIONS)
 
 
 def empty_landing(spark: SparkSession, dataset: Dataset) -> DataFrame:
@@ -217,12 +233,9 @@ def _landing_values(frame: DataFrame, dataset: Dataset) -> DataFrame:
     """Project the union of files onto the landing contract (landing_columns)."""
     by_lower = {c.lower(): c for c in frame.columns if c not in (CORRUPT_RECORD, SOURCE_FILE)}
     value_columns = list(by_lower.values())
-    raw = F.to_json(
-        F.struct(
-            *(F.col(f"`{c}`") for c in value_columns),
-            F.col(CORRUPT_RECORD).alias(RAW_LINE_KEY),
-        ),
-        TO_JSON_OPTIONS,
+    raw_values = F.struct(
+        *(F.col(f"`{c}`") for c in value_columns),
+        F.col(CORRUPT_RECORD).alias(RAW_LINE_KEY),
     )
     typed_names = [
         (F.col(f"`{by_lower[c]}`") if c in by_lower else F.lit(None).cast("string")).alias(c)
@@ -230,7 +243,7 @@ def _landing_values(frame: DataFrame, dataset: Dataset) -> DataFrame:
     ]
     return frame.select(
         *typed_names,
-        raw.alias(RAW),
+        raw_values.alias(RAW_VALUES),
         _file_path(F.col(SOURCE_FILE)).alias(SOURCE_FILE),
         F.col(CORRUPT_RECORD).isNotNull().alias(MALFORMED),
     )

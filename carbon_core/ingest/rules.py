@@ -22,7 +22,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from carbon_core import schemas
-from carbon_core.ingest.landing import MALFORMED, RAW, SOURCE_FILE
+from carbon_core.ingest.landing import MALFORMED, RAW, RAW_VALUES, SOURCE_FILE, raw_json
 from carbon_core.schemas import Dataset
 
 # The reasons so far, joined by REASON_SEPARATOR; null while the row passes. A string,
@@ -217,11 +217,21 @@ def _typed_value(value: Column, dtype: T.DataType) -> Column:
     return parse_double(value) if isinstance(dtype, T.DoubleType) else value
 
 
+# Country and subdivision codes are compared upper-case everywhere downstream. They are
+# upper-cased with the typing, before anything reads a key: "us" and "US" are one key
+# to the repeated-key pre-pass as to the duplicate check.
+UPPER_CASE_CODES: dict[str, tuple[str, ...]] = {
+    "sites": ("country_code", "subdivision_code"),
+    "electricity_prices": ("country_code", "subdivision_code"),
+}
+
+
 def cast_typed(df: DataFrame, dataset: Dataset) -> DataFrame:
     """Landing strings -> typed columns; unparseable values and empty required ones are reasons.
 
     A column that arrives already typed as the contract says (landing.py keeps typed
-    Parquet columns) is taken as it is, but for NaN and infinite doubles.
+    Parquet columns) is taken as it is, but for NaN and infinite doubles. The codes of
+    UPPER_CASE_CODES come out upper-case.
     """
     landed = dict(df.dtypes)
     fields = dataset.schema.fields
@@ -247,7 +257,7 @@ def cast_typed(df: DataFrame, dataset: Dataset) -> DataFrame:
             for f in fields
         ),
         *(values[f.name].isNotNull().alias(present[f.name]) for f in fields),
-        RAW,
+        RAW_VALUES,
         SOURCE_FILE,
         MALFORMED,
     )
@@ -256,9 +266,10 @@ def cast_typed(df: DataFrame, dataset: Dataset) -> DataFrame:
         for f in fields
     ]
     missing = [(~F.col(present[name]), missing_reason(name)) for name in dataset.required]
+    upper = UPPER_CASE_CODES.get(dataset.name, ())
     return parsed.select(
-        *dataset.columns,
-        RAW,
+        *(F.upper(F.col(c)).alias(c) if c in upper else F.col(c) for c in dataset.columns),
+        RAW_VALUES,
         SOURCE_FILE,
         MALFORMED,
         _with_reasons(None, [*invalid, *missing]).alias(REASONS),
@@ -339,17 +350,6 @@ def _with_site(df: DataFrame, parents: Parents, extra: Sequence[Check]) -> DataF
     return add_reasons(looked_up, [_unknown("site_id", "_site"), _period(), *extra])
 
 
-def _upper_codes(df: DataFrame, dataset: Dataset, columns: Sequence[str]) -> DataFrame:
-    """Country and subdivision codes are compared upper-case everywhere downstream."""
-    return df.select(
-        *(F.upper(F.col(c)).alias(c) if c in columns else F.col(c) for c in dataset.columns),
-        RAW,
-        SOURCE_FILE,
-        MALFORMED,
-        REASONS,
-    )
-
-
 # --- dataset rules ------------------------------------------------------------
 
 
@@ -360,8 +360,7 @@ def clusters_rules(df: DataFrame, parents: Parents, fuel_factors: DataFrame) -> 
 
 def sites_rules(df: DataFrame, parents: Parents, fuel_factors: DataFrame) -> DataFrame:
     """Cluster exists; coordinates, PUE and embodied carbon in range; subdivision in its country."""
-    upper = _upper_codes(df, schemas.SITES, ("country_code", "subdivision_code"))
-    looked_up = lookup(upper, parents["clusters"], on=[("cluster_id", "cluster_id")], flag="_c")
+    looked_up = lookup(df, parents["clusters"], on=[("cluster_id", "cluster_id")], flag="_c")
     prefix = F.substring_index(F.col("subdivision_code"), "-", 1)
     return add_reasons(
         looked_up,
@@ -515,9 +514,8 @@ def business_units_rules(df: DataFrame, parents: Parents, fuel_factors: DataFram
 
 
 def electricity_prices_rules(df: DataFrame, parents: Parents, fuel_factors: DataFrame) -> DataFrame:
-    """Codes upper-case; price >= 0."""
-    upper = _upper_codes(df, schemas.ELECTRICITY_PRICES, ("country_code", "subdivision_code"))
-    return add_reasons(upper, [_negative("price_per_kwh")])
+    """price >= 0 (codes are upper-cased by cast_typed)."""
+    return add_reasons(df, [_negative("price_per_kwh")])
 
 
 def utility_invoices_rules(df: DataFrame, parents: Parents, fuel_factors: DataFrame) -> DataFrame:
@@ -706,17 +704,18 @@ def check_rows(
 
     The output has the typed columns, lineage, the reasons so far and KEY_CANDIDATE
     (see repeated_key_hashes; None marks every row of a keyed dataset a candidate).
-    `raw` is kept only where it can still be needed: rows already rejected, key
-    candidates (the duplicate check orders by it) and every row of the datasets with
-    self-references; the rest drop it here, it being the widest column.
+    `raw`, the landing values as JSON, is made only where it can be needed: rows
+    already rejected, key candidates (the duplicate check orders by it) and every row
+    of the datasets with self-references; valid rows carry none.
     """
-    typed = cast_typed(landing, dataset)
-    checked = _contract(DATASET_RULES[dataset.name](typed, parents, fuel_factors), dataset)
-    marked = _mark_key_candidates(checked, dataset, repeated_keys)
+    # Candidates are marked before the rules so that rank_key_candidates' filter on them
+    # reaches below the rules: the ranking pass checks only the candidates, not every row.
+    marked = _mark_key_candidates(cast_typed(landing, dataset), dataset, repeated_keys)
+    checked = DATASET_RULES[dataset.name](marked, parents, fuel_factors)
     needs_raw = ~_is_clean() | F.col(KEY_CANDIDATE) | F.lit(dataset.name in SELF_RULES)
-    return marked.select(
+    return checked.select(
         *dataset.columns,
-        F.when(needs_raw, F.col(RAW)).alias(RAW),
+        F.when(needs_raw, raw_json(F.col(RAW_VALUES))).alias(RAW),
         SOURCE_FILE,
         MALFORMED,
         REASONS,
