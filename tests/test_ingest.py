@@ -650,21 +650,27 @@ def test_ingest_counts_that_do_not_add_up_fail_and_leave_both_tables_as_they_wer
     assert all(a >= b for (a, _), (b, _) in zip(after, before, strict=True))
 
 
-def test_missing_optional_dataset_gives_empty_tables(spark, tmp_path) -> None:
-    (tmp_path / "landing").mkdir()
+def _ingest_prices(spark: SparkSession, root: Path) -> tuple[IngestReport, DataFrame, DataFrame]:
+    """electricity_prices alone, root/landing -> root/lake: the report, bronze, quarantine."""
     report = ingest_landing(
         spark,
-        tmp_path / "landing",
-        tmp_path / "lake",
+        root / "landing",
+        root / "lake",
         reference=_reference(spark),
         datasets=["electricity_prices"],
         log=None,
     )
+    quarantine = read_table(spark, root / "lake" / "quarantine" / "electricity_prices")
+    return report, read_bronze(spark, root / "lake", "electricity_prices"), quarantine
+
+
+def test_missing_optional_dataset_gives_empty_tables(spark, tmp_path) -> None:
+    (tmp_path / "landing").mkdir()
+    report, bronze, quarantine = _ingest_prices(spark, tmp_path)
     assert (report.rows_in, report.bronze_rows, report.quarantined_rows) == (0, 0, 0)
-    bronze = read_bronze(spark, tmp_path / "lake", "electricity_prices")
     assert bronze.schema == schemas.bronze_schema(schemas.ELECTRICITY_PRICES)
     assert bronze.count() == 0
-    assert read_table(spark, tmp_path / "lake" / "quarantine" / "electricity_prices").count() == 0
+    assert quarantine.count() == 0
 
 
 def test_missing_mandatory_dataset_is_an_input_error_naming_the_path(spark, tmp_path) -> None:
@@ -883,8 +889,8 @@ def test_source_file_is_the_plain_path_even_with_spaces_plus_and_percent(spark, 
 
 
 def test_keys_that_differ_only_in_the_case_of_a_code_are_duplicates(spark, tmp_path) -> None:
-    # The rules upper-case country and subdivision codes, so "us" and "US" are one key
-    # in bronze: the repeated-key pre-pass must hash the key as the rules leave it.
+    # Country and subdivision codes are upper-cased, so "us" and "US" are one key in
+    # bronze: the repeated-key pre-pass must hash the key upper-cased too.
     folder = tmp_path / "landing" / "electricity_prices"
     folder.mkdir(parents=True)
     (folder / "a.csv").write_text(
@@ -894,20 +900,11 @@ def test_keys_that_differ_only_in_the_case_of_a_code_are_duplicates(spark, tmp_p
         "us,,2024,0.12,USD\n"
         "DE,,2024,0.30,EUR\n"
     )
-    report = ingest_landing(
-        spark,
-        tmp_path / "landing",
-        tmp_path / "lake",
-        reference=_reference(spark),
-        datasets=["electricity_prices"],
-        log=None,
-    )
+    report, bronze, quarantine = _ingest_prices(spark, tmp_path)
     assert (report.rows_in, report.bronze_rows, report.quarantined_rows) == (4, 3, 1)
-    bronze = read_bronze(spark, tmp_path / "lake", "electricity_prices")
     kept = {(r.country_code, r.subdivision_code): r.price_per_kwh for r in bronze.collect()}
     # "US,US-VA" comes first in (source file, raw) order, so it is the row kept
     assert kept == {("DE", None): 0.3, ("US", None): 0.12, ("US", "US-VA"): 0.1}
-    quarantine = read_table(spark, tmp_path / "lake" / "quarantine" / "electricity_prices")
     assert [(r.reason, r.raw.startswith('{"country_code":"us"')) for r in quarantine.collect()] == [
         ("duplicate key", True)
     ]
