@@ -6,8 +6,8 @@ dataset's columns as untouched strings, the row's values as a struct
 and rules come later (rules.py), so nothing is dropped or inferred here.
 
 The values become the JSON text `raw` (raw_json) only for the rows that need it, the
-rejected ones and the key candidates: printing every row as JSON cost as much as the
-rules themselves at a billion rows.
+rejected ones and the key candidates: printing every row as JSON is costly (10M
+telemetry rows: 12.6 s, against 1.3 s to read one of their columns).
 
 One exception keeps large typed Parquet landings cheap: when a dataset is only
 Parquet, a column stored with exactly its contract type (a timestamp for a
