@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from carbon_core.config import Config, load_config, parse_month
+from carbon_core.calendar import parse_month
+from carbon_core.config import Config, load_config
 from carbon_core.errors import CarbonlakeError
 
 if TYPE_CHECKING:
@@ -115,8 +116,15 @@ def _ingest_total(report: IngestReport) -> str:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from carbon_core.generate import generate_world
     from carbon_core.session import build_spark_session
+
+    try:
+        from carbonlake_tools.generate import generate_world
+    except ModuleNotFoundError as error:
+        raise CarbonlakeError(
+            "generate is a developer tool (package carbonlake_tools) that is not installed "
+            "here: install the carbonlake wheel, or run it from a source checkout"
+        ) from error
 
     config = load_config(args.config)
     settings = config.generate
@@ -155,12 +163,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from carbon_core.pipeline import (
-        GOLD_ACCOUNT_EMISSIONS,
-        GOLD_UNALLOCATED,
-        read_lake_table,
-        run_pipeline,
-    )
+    from carbon_core.lake import tables
+    from carbon_core.pipeline import run_pipeline
     from carbon_core.session import build_spark_session
     from carbon_core.summary import format_summary, summarise_months
 
@@ -181,8 +185,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         "no negatives, known accounts)"
     )
     summaries = summarise_months(
-        read_lake_table(spark, config.lake, GOLD_ACCOUNT_EMISSIONS),
-        read_lake_table(spark, config.lake, GOLD_UNALLOCATED),
+        tables.read_lake_table(spark, config.lake, tables.ACCOUNT_EMISSIONS),
+        tables.read_lake_table(spark, config.lake, tables.UNALLOCATED),
         report.months,
     )
     print(format_summary(summaries))
@@ -190,30 +194,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from carbon_core.export import export_carbon
-    from carbon_core.lake import table_commit_time
-    from carbon_core.months import month_range
-    from carbon_core.pipeline import GOLD_ACCOUNT_EMISSIONS, lake_path, read_lake_table
+    from carbon_core.export import export_lake
     from carbon_core.session import build_spark_session
 
     config = load_config(args.config).with_overrides(lake=args.lake, exports=args.out)
     spark = build_spark_session(config.spark)
-    emissions = read_lake_table(spark, config.lake, GOLD_ACCOUNT_EMISSIONS)
-    clusters = read_lake_table(spark, config.lake, "bronze/clusters")
-    if args.month_from and args.month_to:
-        months = month_range(args.month_from, args.month_to)
-    else:
-        latest = emissions.agg({"month": "max"}).first()[0]
-        if latest is None:
-            raise CarbonlakeError("gold/account_emissions is empty: nothing to export")
-        months = month_range(args.month_from or latest, args.month_to or latest)
-    export_carbon(
+    export_lake(
         spark,
-        emissions,
-        clusters,
+        config.lake,
         config.exports,
-        months=months,
-        refreshed_at=table_commit_time(spark, lake_path(config.lake, GOLD_ACCOUNT_EMISSIONS)),
+        month_from=args.month_from,
+        month_to=args.month_to,
         fmt=args.format or config.export.format,
         history_months=config.export.history_months,
     )
@@ -221,6 +212,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from carbon_core.extras import REPORT_PACKAGES, require_extra
+
+    require_extra("report", REPORT_PACKAGES)
     from carbon_core.report import ReportRequest, write_report
     from carbon_core.session import build_spark_session
 
@@ -230,7 +224,6 @@ def cmd_report(args: argparse.Namespace) -> int:
         payer=args.payer,
         month_from=args.month_from,
         month_to=args.month_to,
-        targets=config.targets,
     )
     data = write_report(spark, config.lake, args.out, request)
     print(
@@ -249,6 +242,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_forecast(args: argparse.Namespace) -> int:
+    from carbon_core.extras import FORECAST_PACKAGES, require_extra
+
+    require_extra("forecast", FORECAST_PACKAGES)
     from carbon_core.insight.forecast import summary_line, write_forecast
     from carbon_core.reference import load_reference_tables
     from carbon_core.session import build_spark_session
@@ -261,7 +257,10 @@ def cmd_forecast(args: argparse.Namespace) -> int:
         spark, config.lake, settings=config.forecast, grid_factors=reference.grid_factors
     )
     print(summary_line(summary))
-    print(f"forecast: gold/forecast written in {time.monotonic() - started:.1f} s")
+    print(
+        f"forecast: gold/forecast and gold/forecast_backtest written in "
+        f"{time.monotonic() - started:.1f} s"
+    )
     return 0
 
 

@@ -3,26 +3,32 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
+from carbon_core.calendar import parse_month
 from carbon_core.errors import ConfigError
-
-_MONTH_RE = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 
 MethodologyVersion = Literal["v1.0", "v2.0"]
 
 
-def parse_month(text: str) -> dt.date:
-    """'YYYY-MM' -> the first day of that month."""
-    if not isinstance(text, str) or not _MONTH_RE.match(text):
-        raise ValueError(f"expected a month as YYYY-MM, got {text!r}")
-    year, month = text.split("-")
-    return dt.date(int(year), int(month), 1)
+def _month_text(value: str) -> str:
+    parse_month(value)
+    return value
+
+
+# A month as 'YYYY-MM', kept as text and checked when the configuration is read.
+MonthText = Annotated[str, AfterValidator(_month_text)]
 
 
 class _Strict(BaseModel):
@@ -42,14 +48,8 @@ class SparkSettings(_Strict):
 
 
 class VersionPeriod(_Strict):
-    start: str = Field(alias="from")
+    start: MonthText = Field(alias="from")
     version: MethodologyVersion
-
-    @field_validator("start")
-    @classmethod
-    def _month(cls, value: str) -> str:
-        parse_month(value)
-        return value
 
 
 class MethodologySettings(_Strict):
@@ -86,14 +86,8 @@ class GenerateSettings(_Strict):
     seed: int = 7
     malformed_share: float = Field(default=0.002, ge=0, le=0.5)
     # 18 months: the forecast's backtest holds out 6 and fits on the 12 before them.
-    start_month: str = "2023-10"
+    start_month: MonthText = "2023-10"
     months: int = Field(default=18, ge=1, le=120)
-
-    @field_validator("start_month")
-    @classmethod
-    def _month(cls, value: str) -> str:
-        parse_month(value)
-        return value
 
 
 class ExportSettings(_Strict):
@@ -118,17 +112,11 @@ class TargetSettings(_Strict):
 
 
 class ForecastSettings(_Strict):
-    horizon_end: str = "2030-12"
+    horizon_end: MonthText = "2030-12"
     holdout_months: int = Field(default=6, ge=1)
     # Series with fewer months than this get a labelled naive forecast.
     min_history_months: int = Field(default=12, ge=3)
     interval_level: float = Field(default=0.9, gt=0, lt=1)
-
-    @field_validator("horizon_end")
-    @classmethod
-    def _month(cls, value: str) -> str:
-        parse_month(value)
-        return value
 
 
 class Config(_Strict):

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
@@ -28,53 +29,51 @@ from carbon_core.allocation import (
     rack_embodied_monthly,
 )
 from carbon_core.allocation.invariants import InvariantResult
+from carbon_core.calendar import month_range
 from carbon_core.config import Config
 from carbon_core.errors import CarbonlakeError, InputError, InvariantError
+from carbon_core.extras import FORECAST_PACKAGES, missing_packages
 from carbon_core.ingest import IngestReport, ingest_landing, read_bronze
 from carbon_core.insight.benchmarks import build_region_benchmarks
-from carbon_core.insight.forecast import summary_line, write_forecast
 from carbon_core.insight.rollups import build_bu_monthly, check_rollup_totals
-from carbon_core.insight.targets import TARGETS_PROPERTY, progress_json, target_progress
+from carbon_core.insight.targets import write_target_progress
 from carbon_core.lake import (
     TableCheckpoint,
-    read_table,
     replace_months,
     replace_where,
     restore_tables,
-    set_table_properties,
-    table_exists,
     table_version,
+    tables,
     write_table,
 )
-from carbon_core.months import month_range
 from carbon_core.reference import ReferenceTables, load_reference_tables
 from carbon_core.session import persisted_rdd_ids, release_persisted_since
 from carbon_core.silver import SiteMonthlyResult, build_site_monthly
 
 Log = Callable[[str], None]
 
-SILVER_SITE_MONTHLY = "silver/site_monthly"
-SILVER_INSTRUMENT_SURPLUS = "silver/instrument_surplus"
-GOLD_ACCOUNT_EMISSIONS = "gold/account_emissions"
-GOLD_UNALLOCATED = "gold/unallocated"
-GOLD_RACK_UTILISATION = "gold/rack_utilisation"
-GOLD_CLUSTER_EFFICIENCY = "gold/cluster_efficiency"
-GOLD_RUN_LOG = "gold/run_log"
-GOLD_BU_MONTHLY = "gold/bu_monthly"
-GOLD_REGION_BENCHMARKS = "gold/region_benchmarks"
-GOLD_FORECAST = "gold/forecast"
-INVOICE_QUARANTINE = "quarantine/utility_invoices"
+INVOICE_QUARANTINE = tables.quarantine("utility_invoices")
 SITE_ENERGY_STAGE = "site_energy"
 
-MONTHLY_TABLES: tuple[str, ...] = (
-    SILVER_SITE_MONTHLY,
-    SILVER_INSTRUMENT_SURPLUS,
-    GOLD_ACCOUNT_EMISSIONS,
-    GOLD_UNALLOCATED,
-    GOLD_RACK_UTILISATION,
-    GOLD_CLUSTER_EFFICIENCY,
-    GOLD_BU_MONTHLY,
-    GOLD_REGION_BENCHMARKS,
+# The bronze datasets each step reads, passed by name.
+SITE_MONTHLY_INPUTS: tuple[str, ...] = (
+    "sites",
+    "racks",
+    "rack_telemetry",
+    "utility_invoices",
+    "electricity_prices",
+    "fuel_records",
+    "energy_contracts",
+    "site_water",
+)
+ALLOCATION_INPUTS: tuple[str, ...] = (
+    "clusters",
+    "sites",
+    "racks",
+    "rack_telemetry",
+    "accounts",
+    "service_catalog",
+    "usage",
 )
 # The run-time check that gold/bu_monthly keeps every kg of gold/account_emissions.
 BU_TOTALS_CHECK = "bu_monthly_totals"
@@ -115,11 +114,6 @@ class RunReport:
     invariants: list[InvariantResult] = field(default_factory=list)
     ingest: IngestReport | None = None
     warnings: list[str] = field(default_factory=list)
-
-
-def lake_path(lake: Path | str, table: str) -> str:
-    """Location of a lake table."""
-    return str(Path(lake) / table)
 
 
 def resolve_run_months(
@@ -169,7 +163,7 @@ def run_pipeline(
     """Run landing -> bronze -> silver -> gold for the months; commit only if invariants hold."""
     started_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     run_id = uuid.uuid4().hex
-    lake = Path(config.lake)
+    lake = str(config.lake)
     reference = load_reference_tables(spark, config.reference)
     checkpoints = _checkpoints(spark, lake)
     persisted_before = persisted_rdd_ids(spark)
@@ -197,14 +191,9 @@ def run_pipeline(
     return report
 
 
-def _checkpoints(spark: SparkSession, lake: Path) -> list[TableCheckpoint]:
-    names = [f"bronze/{d.name}" for d in schemas.DATASETS]
-    names += [f"quarantine/{d.name}" for d in schemas.DATASETS]
-    names += list(MONTHLY_TABLES)
-    names.append(GOLD_FORECAST)
-    return [
-        TableCheckpoint(lake_path(lake, n), table_version(spark, lake_path(lake, n))) for n in names
-    ]
+def _checkpoints(spark: SparkSession, lake: str) -> list[TableCheckpoint]:
+    written = [t for t in tables.catalog() if t is not tables.RUN_LOG]
+    return [TableCheckpoint(t.uri(lake), table_version(spark, t.uri(lake))) for t in written]
 
 
 def _run(
@@ -218,7 +207,7 @@ def _run(
     skip_ingest: bool,
     log: Log,
 ) -> RunReport:
-    lake = Path(config.lake)
+    lake = str(config.lake)
     ingest_report: IngestReport | None = None
     if not skip_ingest:
         ingest_report = ingest_landing(
@@ -236,14 +225,7 @@ def _run(
     label_jobs(spark, "site_monthly")
     finish = _timed(log, "site_monthly")
     silver = build_site_monthly(
-        sites=bronze["sites"],
-        racks=bronze["racks"],
-        rack_telemetry=bronze["rack_telemetry"],
-        utility_invoices=bronze["utility_invoices"],
-        electricity_prices=bronze["electricity_prices"],
-        fuel_records=bronze["fuel_records"],
-        energy_contracts=bronze["energy_contracts"],
-        site_water=bronze["site_water"],
+        **_inputs(bronze, SITE_MONTHLY_INPUTS),
         reference=reference,
         months=months,
         methodology=config.methodology,
@@ -264,13 +246,7 @@ def _run(
     finish = _timed(log, "allocation")
     allocation = allocate(
         site_monthly=silver.site_monthly,
-        clusters=bronze["clusters"],
-        sites=bronze["sites"],
-        racks=bronze["racks"],
-        rack_telemetry=bronze["rack_telemetry"],
-        accounts=bronze["accounts"],
-        service_catalog=bronze["service_catalog"],
-        usage=bronze["usage"],
+        **_inputs(bronze, ALLOCATION_INPUTS),
         months=months,
         methodology=config.methodology,
     )
@@ -332,9 +308,20 @@ def _run(
     finish = _timed(log, "commit")
     _commit(spark, lake, months, silver, allocation, insight)
     _record_target_progress(spark, lake, config, log)
-    report.stages.append(finish(0, len(MONTHLY_TABLES), 0))
+    report.stages.append(finish(0, len(tables.MONTHLY_TABLES), 0))
 
     # Last, from the whole committed history: a failure here still restores every table.
+    missing = missing_packages(FORECAST_PACKAGES)
+    if missing:
+        report.warnings.append(
+            f"forecast skipped: {', '.join(missing)} not installed "
+            "(pip install 'carbonlake[forecast]')"
+        )
+        log(f"warning: {report.warnings[-1]}")
+        return report
+    # Imported here: pandas and statsmodels are an extra that a plain install lacks.
+    from carbon_core.insight.forecast import summary_line, write_forecast
+
     label_jobs(spark, "forecast")
     finish = _timed(log, "forecast")
     forecast = write_forecast(
@@ -343,6 +330,11 @@ def _run(
     log(summary_line(forecast))
     report.stages.append(finish(0, forecast["series"], 0))
     return report
+
+
+def _inputs(bronze: dict[str, DataFrame], names: Sequence[str]) -> dict[str, Any]:
+    """The named bronze frames, as keyword arguments of a step."""
+    return {name: bronze[name] for name in names}
 
 
 def _build_insight(
@@ -362,15 +354,11 @@ def _build_insight(
     return InsightResult(_persist(bu_monthly), _persist(region_benchmarks))
 
 
-def _record_target_progress(spark: SparkSession, lake: Path, config: Config, log: Log) -> None:
-    """Progress against config.targets over the whole of gold/bu_monthly, as JSON in its
-    TARGETS_PROPERTY table property (removed when no target is configured)."""
-    path = lake_path(lake, GOLD_BU_MONTHLY)
-    value = None
+def _record_target_progress(spark: SparkSession, lake: str, config: Config, log: Log) -> None:
+    """Rebuild gold/target_progress against config.targets over the whole of gold/bu_monthly."""
+    write_target_progress(spark, lake, config.targets)
     if config.targets:
-        value = progress_json(target_progress(read_table(spark, path), config.targets))
-        log(f"targets: {len(config.targets)} target(s), progress in {TARGETS_PROPERTY}")
-    set_table_properties(spark, path, {TARGETS_PROPERTY: value})
+        log(f"targets: {len(config.targets)} target(s), progress in {tables.TARGET_PROGRESS.name}")
 
 
 def _persist_silver(silver: SiteMonthlyResult) -> SiteMonthlyResult:
@@ -423,47 +411,49 @@ def _silver_warnings(silver: SiteMonthlyResult) -> list[str]:
 
 def _commit(
     spark: SparkSession,
-    lake: Path,
+    lake: str,
     months: Sequence[dt.date],
     silver: SiteMonthlyResult,
     allocation: AllocationResult,
     insight: InsightResult | None = None,
 ) -> None:
     """One atomic month-replacing commit per table (the caller restores on failure)."""
-    writes: list[tuple[str, DataFrame]] = [
-        (SILVER_SITE_MONTHLY, silver.site_monthly),
-        (SILVER_INSTRUMENT_SURPLUS, silver.instrument_surplus),
-        (GOLD_CLUSTER_EFFICIENCY, silver.cluster_efficiency),
-        (GOLD_RACK_UTILISATION, allocation.rack_utilisation),
-        (GOLD_ACCOUNT_EMISSIONS, allocation.account_emissions),
-        (GOLD_UNALLOCATED, allocation.unallocated),
+    writes: list[tuple[tables.LakeTable, DataFrame]] = [
+        (tables.SITE_MONTHLY, silver.site_monthly),
+        (tables.INSTRUMENT_SURPLUS, silver.instrument_surplus),
+        (tables.CLUSTER_EFFICIENCY, silver.cluster_efficiency),
+        (tables.RACK_UTILISATION, allocation.rack_utilisation),
+        (tables.ACCOUNT_EMISSIONS, allocation.account_emissions),
+        (tables.UNALLOCATED, allocation.unallocated),
     ]
     if insight is not None:
         writes += [
-            (GOLD_BU_MONTHLY, insight.bu_monthly),
-            (GOLD_REGION_BENCHMARKS, insight.region_benchmarks),
+            (tables.BU_MONTHLY, insight.bu_monthly),
+            (tables.REGION_BENCHMARKS, insight.region_benchmarks),
         ]
     for table, frame in writes:
-        replace_months(frame, lake_path(lake, table), months=months)
+        uri = tables.ensure_lake_table(spark, lake, table)
+        replace_months(frame, uri, months=months)
     replace_where(
         silver.invoice_quarantine.select(*schemas.QUARANTINE.fieldNames()),
-        lake_path(lake, INVOICE_QUARANTINE),
+        tables.ensure_lake_table(spark, lake, INVOICE_QUARANTINE),
         predicate=f"stage = '{SITE_ENERGY_STAGE}'",
     )
 
 
-def _input_versions(spark: SparkSession, lake: Path) -> dict[str, int]:
+def _input_versions(spark: SparkSession, lake: str) -> dict[str, int]:
     versions = {}
     for dataset in schemas.DATASETS:
-        version = table_version(spark, lake_path(lake, f"bronze/{dataset.name}"))
+        table = tables.bronze(dataset.name)
+        version = table_version(spark, table.uri(lake))
         if version is not None:
-            versions[f"bronze/{dataset.name}"] = version
+            versions[table.name] = version
     return versions
 
 
 def _append_run_log(
     spark: SparkSession,
-    lake: Path,
+    lake: str,
     report: RunReport,
     started_at: dt.datetime,
     reference: ReferenceTables,
@@ -497,12 +487,4 @@ def _append_run_log(
         message,
     )
     frame = spark.createDataFrame([row], schemas.RUN_LOG)
-    write_table(frame, lake_path(lake, GOLD_RUN_LOG), mode="append")
-
-
-def read_lake_table(spark: SparkSession, lake: Path | str, table: str) -> DataFrame:
-    """Read a lake table by its name (e.g. 'gold/account_emissions'), with a clear error."""
-    path = lake_path(lake, table)
-    if not table_exists(spark, path):
-        raise InputError(f"lake table not found: {path} (run `carbonlake run` first)")
-    return read_table(spark, path)
+    write_table(frame, tables.ensure_lake_table(spark, lake, tables.RUN_LOG), mode="append")

@@ -1,12 +1,16 @@
 """One StructType per table: landing datasets (typed), silver and gold tables.
 
-The column names are the public interface of DATA_CONTRACT.md.
+The column names are the public interface described in docs/data-contract.md. Key
+columns of silver and gold tables are non-nullable; the Delta tables carry the
+matching NOT NULL constraints (carbon_core.lake.tables).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 S = T.StringType()
@@ -18,8 +22,28 @@ INT = T.IntegerType()
 LONG = T.LongType()
 
 
-def _struct(*fields: tuple[str, T.DataType]) -> T.StructType:
-    return T.StructType([T.StructField(name, dtype, True) for name, dtype in fields])
+def _struct(*fields: tuple[str, T.DataType], keys: tuple[str, ...] = ()) -> T.StructType:
+    """A schema whose fields are nullable except the key columns."""
+    unknown = set(keys) - {name for name, _ in fields}
+    if unknown:
+        raise ValueError(f"key columns not in the schema: {sorted(unknown)}")
+    return T.StructType([T.StructField(name, dtype, name not in keys) for name, dtype in fields])
+
+
+def conform(df: DataFrame, schema: T.StructType) -> DataFrame:
+    """The schema's columns, in its order, cast to its types.
+
+    Nullable fields come out nullable even where Spark proves a column non-null (a CASE
+    without ELSE), so a written table's schema equals the declared one. A non-null field
+    keeps its input's nullability: the table's NOT NULL constraint refuses a null at write.
+    """
+    columns = []
+    for field in schema.fields:
+        value = F.col(field.name).cast(field.dataType)
+        if field.nullable:
+            value = F.when(value.isNotNull(), value)
+        columns.append(value.alias(field.name))
+    return df.select(*columns)
 
 
 # Edge/CDN clusters (clusters.kind) are reported with this location everywhere.
@@ -299,9 +323,14 @@ SITE_MONTHLY = _struct(
     ("water_l", D),
     ("provisional", BOOL),
     ("it_energy_kwh", D),
+    keys=("month", "site_id", "cluster_id"),
 )
 INSTRUMENT_SURPLUS = _struct(
-    ("month", DATE), ("site_id", S), ("market_boundary", S), ("surplus_kwh", D)
+    ("month", DATE),
+    ("site_id", S),
+    ("market_boundary", S),
+    ("surplus_kwh", D),
+    keys=("month",),
 )
 
 # --- gold ---------------------------------------------------------------------
@@ -314,6 +343,7 @@ RACK_UTILISATION = _struct(
     ("used_share", D),
     ("telemetry_hours", LONG),
     *QUANTITY_FIELDS,
+    keys=("month", "rack_id", "cluster_id"),
 )
 ACCOUNT_EMISSIONS = _struct(
     ("month", DATE),
@@ -327,6 +357,14 @@ ACCOUNT_EMISSIONS = _struct(
     *QUANTITY_FIELDS,
     ("total_lbm_kg", D),
     ("total_mbm_kg", D),
+    keys=(
+        "month",
+        "model_version",
+        "payer_account_id",
+        "usage_account_id",
+        "region_code",
+        "product_code",
+    ),
 )
 UNALLOCATED = _struct(
     ("month", DATE),
@@ -334,6 +372,7 @@ UNALLOCATED = _struct(
     ("cluster_id", S),
     ("reason", S),
     *QUANTITY_FIELDS,
+    keys=("month", "model_version", "cluster_id", "reason"),
 )
 CLUSTER_EFFICIENCY = _struct(
     ("month", DATE),
@@ -343,6 +382,7 @@ CLUSTER_EFFICIENCY = _struct(
     ("water_l", D),
     ("pue", D),
     ("wue_l_per_kwh", D),
+    keys=("month", "cluster_id"),
 )
 RUN_LOG = _struct(
     ("run_id", S),
@@ -353,6 +393,7 @@ RUN_LOG = _struct(
     ("input_versions", T.MapType(S, LONG)),
     ("invariants", S),
     ("message", S),
+    keys=("run_id", "status"),
 )
 
 # --- insight layer (gold) -----------------------------------------------------
@@ -372,6 +413,7 @@ BU_MONTHLY = _struct(
     *QUANTITY_FIELDS,
     ("total_lbm_kg", D),
     ("total_mbm_kg", D),
+    keys=("month", "model_version", "business_unit", "region_code", "product_code"),
 )
 # Progress of one configured reduction target in one year (carbon_core.insight.targets).
 TARGET_PROGRESS = _struct(
@@ -388,6 +430,7 @@ TARGET_PROGRESS = _struct(
     ("annualised_kg", D),
     ("path_kg", D),
     ("on_track", BOOL),
+    keys=("business_unit", "basis", "baseline_year", "target_year", "year"),
 )
 REGION_BENCHMARKS = _struct(
     ("month", DATE),
@@ -410,6 +453,7 @@ REGION_BENCHMARKS = _struct(
     ("service_mbm_kg", D),
     ("lbm_kg_per_unit", D),
     ("mbm_kg_per_unit", D),
+    keys=("month", "cluster_id"),
 )
 # Per foundational product, clusters ranked by kg CO2e per unit over a period (insight.benchmarks).
 GREENER_REGIONS = _struct(
@@ -429,6 +473,28 @@ GREENER_REGIONS = _struct(
     ("estimated_energy_share", D),
     ("factor_levels", S),
     ("provisional", BOOL),
+)
+# Per forecast series: the method used and its error on the held-out months.
+FORECAST_BACKTEST = _struct(
+    ("payer_account_id", S),
+    ("region_code", S),
+    ("location", S),
+    ("product_code", S),
+    ("method", S),
+    ("last_actual_month", DATE),
+    ("holdout_months", INT),
+    ("backtest_mape_lbm", D),
+    ("backtest_mape_mbm", D),
+    keys=("payer_account_id", "region_code", "product_code", "method", "last_actual_month"),
+)
+# The forecast's values with their prediction interval bounds (gold/forecast).
+FORECAST_BANDS: tuple[str, ...] = (
+    "total_lbm_kg",
+    "lbm_lower_kg",
+    "lbm_upper_kg",
+    "total_mbm_kg",
+    "mbm_lower_kg",
+    "mbm_upper_kg",
 )
 FORECAST = _struct(
     ("month", DATE),
@@ -450,4 +516,5 @@ FORECAST = _struct(
     ("covered_share", D),
     ("backtest_mape_lbm", D),
     ("backtest_mape_mbm", D),
+    keys=("month", "payer_account_id", "region_code", "product_code", "method"),
 )

@@ -6,6 +6,7 @@ import importlib.metadata
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from pyspark.sql import SparkSession
 
@@ -17,8 +18,8 @@ _REPO_ROOT = Path(__file__).resolve().parent.parent
 _LOCAL_LOG4J = Path(__file__).resolve().parent / "resources" / "log4j2.properties"
 # The JVM never JIT-compiles a method over 8,000 bytes of bytecode; Spark's generated
 # code for the ingest's validation (every value parsed and checked in one fused stage)
-# exceeds that and then runs interpreted: validating ten million usage rows took 120 s
-# instead of 54 s. Clusters need the same flag in spark.executor.extraJavaOptions (README).
+# exceeds that and would then run interpreted, at about half the speed. Clusters need
+# the same flag in spark.executor.extraJavaOptions (docs/operations.md).
 JIT_HUGE_METHODS_OPTION = "-XX:-DontCompileHugeMethods"
 
 
@@ -63,12 +64,12 @@ _BASE_CONF: dict[str, str] = {
     "spark.sql.sources.partitionOverwriteMode": "static",
     "spark.sql.legacy.timeParserPolicy": "CORRECTED",
     # Python workers fit one small model per series (the forecast); BLAS threads on top
-    # of Spark's task slots oversubscribe the cores (a fit measured 9x slower).
+    # of Spark's task slots oversubscribe the cores and slow every fit.
     "spark.executorEnv.OPENBLAS_NUM_THREADS": "1",
     "spark.executorEnv.OMP_NUM_THREADS": "1",
     # Spark deletes a shuffle's files only once a driver GC finds its plan gone, and
-    # forces that GC every 30 minutes by default: at 1e9 rows the telemetry key
-    # pre-pass's 9.5 GB of shuffle would sit on disk through the whole usage ingest.
+    # forces that GC every 30 minutes by default: at scale one dataset's shuffle files
+    # would sit on disk through the next dataset's ingest.
     "spark.cleaner.periodicGC.interval": "5min",
 }
 
@@ -115,7 +116,7 @@ def build_spark_session(settings: SparkSettings) -> SparkSession:
 
 
 def _delta_classes_loaded(spark: SparkSession) -> bool:
-    jvm = spark.sparkContext._jvm
+    jvm: Any = spark.sparkContext._jvm
     try:
         loader = jvm.Thread.currentThread().getContextClassLoader()
         jvm.java.lang.Class.forName("io.delta.tables.DeltaTable", True, loader)

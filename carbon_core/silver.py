@@ -1,8 +1,8 @@
-"""silver/site_monthly, silver/instrument_surplus and gold/cluster_efficiency (METHODOLOGY 2-6).
+"""silver/site_monthly, silver/instrument_surplus and gold/cluster_efficiency.
 
 One row per site of `sites` and month of the run: energy (invoices + gap filling),
 location factor with lineage, market-based lineage, Scope 1 (with the provisional
-rule), building Scope 3, Scope 2 LBM/MBM and water.
+rule), building Scope 3, Scope 2 LBM/MBM and water, by docs/methodology.md §2 to §6.
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from carbon_core import schemas
+from carbon_core.calendar import MONTH, months_frame
 from carbon_core.config import MethodologySettings
 from carbon_core.energy.site_energy import (
     gap_filled_energy,
@@ -32,8 +32,8 @@ from carbon_core.factors.resolve import (
     resolve_location_factors,
     resolve_residual_mix,
 )
-from carbon_core.periods import MONTH, months_frame
 from carbon_core.reference import ReferenceTables
+from carbon_core.schemas import conform
 from carbon_core.scopes.scope1 import scope1_site_months
 from carbon_core.scopes.scope2 import ANNUAL, check_annual_months, location_based, market_based
 from carbon_core.scopes.scope3 import building_embodied_by_month, sites_without_building_date
@@ -51,18 +51,6 @@ class SiteMonthlyResult:
     sites_without_building_date: DataFrame  # site_id, building_embodied_kgco2e: the run warns
 
 
-def _typed(df: DataFrame, schema: T.StructType) -> DataFrame:
-    """The schema's columns, in its order, cast to its types, nullable as it says."""
-
-    def conform(field: T.StructField) -> Column:
-        value = F.col(field.name).cast(field.dataType)
-        # A CASE without ELSE is nullable: the output schema then equals the declared one
-        # even where Spark proves a column non-null (cross-joined months, coalesces).
-        return (F.when(value.isNotNull(), value) if field.nullable else value).alias(field.name)
-
-    return df.select(*[conform(f) for f in schema.fields])
-
-
 def cluster_efficiency(site_monthly: DataFrame) -> DataFrame:
     """Per cluster and month: facility and IT energy, water, PUE and WUE (null when IT is 0)."""
     sums = site_monthly.groupBy(MONTH, "cluster_id").agg(
@@ -71,7 +59,7 @@ def cluster_efficiency(site_monthly: DataFrame) -> DataFrame:
         F.sum("water_l").alias("water_l"),
     )
     has_it = F.col("it_energy_kwh") > 0
-    return _typed(
+    return conform(
         sums.withColumns(
             {
                 "pue": F.when(has_it, F.col("facility_energy_kwh") / F.col("it_energy_kwh")),
@@ -96,7 +84,7 @@ def build_site_monthly(
     months: Sequence[dt.date],
     methodology: MethodologySettings,
 ) -> SiteMonthlyResult:
-    """Site-month quantities of the run's months from bronze inputs (METHODOLOGY 2-6)."""
+    """Site-month quantities of the run's months from bronze (docs/methodology.md §2 to §6)."""
     if not months:
         raise ValueError("build_site_monthly needs at least one month")
     if methodology.market_matching == ANNUAL:
@@ -104,7 +92,7 @@ def build_site_monthly(
     month_df = months_frame(sites.sparkSession, months)
     years = month_df.select(F.year(MONTH).alias("year")).distinct()
 
-    # Section 4: codes, eGRID subregion, market boundary, factors.
+    # docs/methodology.md §4: codes, eGRID subregion, market boundary, factors.
     # Small intermediates (sites, site-months) that several branches read are cached: the
     # plan is analysed and run once instead of once per branch.
     zones = attach_market_zones(resolve_site_codes(sites), reference.zip_to_egrid).cache()
@@ -114,7 +102,7 @@ def build_site_monthly(
     location = resolve_location_factors(zones, reference.grid_factors, years)
     residual = resolve_residual_mix(zones, reference.residual_mix, years)
 
-    # Section 3: site energy.
+    # docs/methodology.md §3: site energy.
     run_invoices = overlaps_months(utility_invoices, month_df)
     priced = price_invoices(run_invoices, zones, electricity_prices).cache()
     hourly_it = site_hourly_it(rack_telemetry, racks, month_df)
@@ -132,7 +120,7 @@ def build_site_monthly(
         .cache()
     )
 
-    # Section 5: market-based Scope 2.
+    # docs/methodology.md §5: market-based Scope 2.
     market = market_based(
         with_factors.select("site_id", MONTH, "energy_kwh", "market_boundary", "location_factor"),
         energy_contracts,
@@ -141,7 +129,7 @@ def build_site_monthly(
         matching=methodology.market_matching,
     )
 
-    # Section 6: Scope 1, building Scope 3, water.
+    # docs/methodology.md §6: Scope 1, building Scope 3, water.
     keys = site_months.select("site_id", MONTH)
     scope1 = scope1_site_months(keys, fuel_records, reference.fuel_factors)
     scope3 = building_embodied_by_month(
@@ -156,7 +144,7 @@ def build_site_monthly(
         .join(water, on=["site_id", MONTH], how="left")
     )
     zero = F.lit(0.0)
-    site_monthly = _typed(
+    site_monthly = conform(
         assembled.withColumns(
             {
                 "scope2_lbm_kg": location_based("energy_kwh", "location_factor"),
@@ -170,8 +158,8 @@ def build_site_monthly(
     ).cache()
     return SiteMonthlyResult(
         site_monthly=site_monthly,
-        instrument_surplus=_typed(market.surplus, schemas.INSTRUMENT_SURPLUS),
-        invoice_quarantine=_typed(invoice_quarantine(priced), schemas.QUARANTINE),
+        instrument_surplus=conform(market.surplus, schemas.INSTRUMENT_SURPLUS),
+        invoice_quarantine=conform(invoice_quarantine(priced), schemas.QUARANTINE),
         cluster_efficiency=cluster_efficiency(site_monthly),
         sites_without_building_date=sites_without_building_date(sites),
     )

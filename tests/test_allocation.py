@@ -1,4 +1,4 @@
-"""Allocation engine (METHODOLOGY section 7) on a small hand-computed world, v1.0 and v2.0.
+"""Allocation engine (docs/methodology.md §7) on a small hand-computed world, v1.0 and v2.0.
 
 The world (identical inputs in December 2024, v1.0, and January 2025, v2.0; lifetime 10
 months so embodied/10 per month):
@@ -41,8 +41,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from helpers import assert_conforms, assert_frames_equal, frame
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import types as T
 
 from carbon_core import schemas
 from carbon_core.allocation import (
@@ -60,14 +60,6 @@ JAN = dt.date(2025, 1, 1)
 MONTHS = (DEC, JAN)
 METHODOLOGY = MethodologySettings(it_lifetime_months=10)
 USE1, EUW1, EDGE, NEW, NET = "us-east-1", "eu-west-1", "edge-1", "ap-new-1", "net-only"
-
-
-def frame(spark: SparkSession, schema: T.StructType, rows: list[dict[str, Any]]) -> DataFrame:
-    """A DataFrame with an explicit schema; columns a row does not name are null."""
-    names = [f.name for f in schema.fields]
-    unknown = {k for row in rows for k in row} - set(names)
-    assert not unknown, unknown
-    return spark.createDataFrame([tuple(row.get(n) for n in names) for row in rows], schema)
 
 
 def hour(month: dt.date, h: int) -> dt.datetime:
@@ -277,26 +269,38 @@ def as_dicts(df: DataFrame, keys: tuple[str, ...]) -> dict[tuple, dict[str, Any]
     return out
 
 
-def assert_rows(
-    actual: dict[tuple, dict[str, Any]], expected: dict[tuple, dict[str, float]]
-) -> None:
-    assert set(actual) == set(expected)
-    for key, values in expected.items():
-        for column, value in values.items():
-            got = actual[key][column]
-            assert got == pytest.approx(value, rel=1e-9, abs=1e-9), (key, column, got, value)
+VERSION = {DEC: "v1.0", JAN: "v2.0"}
+LOCATION = {USE1: "US East (N. Virginia)", EUW1: EUW1, EDGE: "Global"}  # EUW1 has no name
+# Every column of every row compared: |got - expected| <= 1e-9 x |expected| (the hand
+# numbers are exact in binary or nearly so; no absolute slack, so a zero must be zero).
+TOLERANCE = {"rtol": 1e-9, "atol": 0.0}
 
 
-EMISSION_KEYS = ("month", "payer_account_id", "usage_account_id", "region_code", "product_code")
+def emission(
+    month: dt.date, payer: str, account: str, region: str, product: str, *vector_args: float
+) -> dict[str, Any]:
+    """A full gold/account_emissions row; INT is the internal payer."""
+    return {
+        "month": month, "model_version": VERSION[month], "payer_account_id": payer,
+        "usage_account_id": account, "is_internal": payer == "INT", "region_code": region,
+        "location": LOCATION[region], "product_code": product, **vector(*vector_args),
+    }  # fmt: skip
+
+
+def unallocated(month: dt.date, cluster: str, reason: str, *vector_args: float) -> dict[str, Any]:
+    """A full gold/unallocated row (the quantities, without the totals)."""
+    quantities = {q: v for q, v in vector(*vector_args).items() if q in schemas.QUANTITIES}
+    return {"month": month, "model_version": VERSION[month], "cluster_id": cluster,
+            "reason": reason, **quantities}  # fmt: skip
 
 
 def test_schemas_exact(result: AllocationResult) -> None:
-    assert result.account_emissions.schema == schemas.ACCOUNT_EMISSIONS
-    assert result.unallocated.schema == schemas.UNALLOCATED
-    assert result.rack_utilisation.schema == schemas.RACK_UTILISATION
+    assert_conforms(result.account_emissions.schema, schemas.ACCOUNT_EMISSIONS)
+    assert_conforms(result.unallocated.schema, schemas.UNALLOCATED)
+    assert_conforms(result.rack_utilisation.schema, schemas.RACK_UTILISATION)
 
 
-def test_december_v1_account_emissions(result: AllocationResult) -> None:
+def test_december_v1_account_emissions(spark: SparkSession, result: AllocationResult) -> None:
     """v1.0: only used capacity reaches accounts; DB stays with its owner.
 
     Step A, S1 (IT 60/20/20 of 100): C1 E 600 W 240, K1 E 200 W 80, ST1 E 200 W 80.
@@ -309,25 +313,22 @@ def test_december_v1_account_emissions(result: AllocationResult) -> None:
     (eu-west-1, EC2) = E 400 s3 120: X1 0.75 -> E 300 s3 90; I1 0.25 -> E 100 s3 30.
     v1.0 step E: I1's EC2 rows stay with I1 as DB. ARCH's pool is 0: its row is not written.
     """
-    rows = as_dicts(result.account_emissions.where(f"month = '{DEC}'"), EMISSION_KEYS)
-    expected = {
-        (DEC, "PAY1", "X1", USE1, "EC2"): vector(281.25, 90.0, 90.0),
-        (DEC, "INT", "I1", USE1, "DB"): vector(93.75, 30.0, 30.0),
-        (DEC, "PAY1", "X2", USE1, "S3"): vector(200.0, 240.0, 80.0),
-        (DEC, "PAY1", "X1", EUW1, "EC2"): vector(300.0, 90.0, 0.0),
-        (DEC, "INT", "I1", EUW1, "DB"): vector(100.0, 30.0, 0.0),
-        (DEC, "PAY1", "X1", EDGE, "CDN"): vector(0.0, 30.0, 0.0),
-    }
-    assert_rows(rows, expected)
-    assert {k: r["model_version"] for k, r in rows.items()} == {k: "v1.0" for k in expected}
-    assert rows[DEC, "INT", "I1", USE1, "DB"]["is_internal"] is True
-    assert rows[DEC, "PAY1", "X1", USE1, "EC2"]["is_internal"] is False
-    assert rows[DEC, "PAY1", "X1", USE1, "EC2"]["location"] == "US East (N. Virginia)"
-    assert rows[DEC, "PAY1", "X1", EUW1, "EC2"]["location"] == EUW1  # no name
-    assert rows[DEC, "PAY1", "X1", EDGE, "CDN"]["location"] == "Global"
+    expected = [
+        emission(DEC, "PAY1", "X1", USE1, "EC2", 281.25, 90.0, 90.0),
+        emission(DEC, "INT", "I1", USE1, "DB", 93.75, 30.0, 30.0),
+        emission(DEC, "PAY1", "X2", USE1, "S3", 200.0, 240.0, 80.0),
+        emission(DEC, "PAY1", "X1", EUW1, "EC2", 300.0, 90.0, 0.0),
+        emission(DEC, "INT", "I1", EUW1, "DB", 100.0, 30.0, 0.0),
+        emission(DEC, "PAY1", "X1", EDGE, "CDN", 0.0, 30.0, 0.0),
+    ]
+    assert_frames_equal(
+        result.account_emissions.where(f"month = '{DEC}'"),
+        frame(spark, schemas.ACCOUNT_EMISSIONS, expected),
+        **TOLERANCE,
+    )
 
 
-def test_december_v1_unallocated(result: AllocationResult) -> None:
+def test_december_v1_unallocated(spark: SparkSession, result: AllocationResult) -> None:
     """v1.0 reasons.
 
     network_overhead: us-east-1 K1 (E 200 W 80 s3 60) + K2 (s3 30); net-only K8 E 50 s3 60.
@@ -339,25 +340,25 @@ def test_december_v1_unallocated(result: AllocationResult) -> None:
       = E 225 W 1000 s3 12; edge-1 S9 W 50.
     region_expansion: ap-new-1 S7 E 315 W 600 + C7 embodied 129.
     """
-    rows = as_dicts(result.unallocated.where(f"month = '{DEC}'"), ("month", "cluster_id", "reason"))
-    expected = {
-        (DEC, USE1, "network_overhead"): vector(200.0, 90.0, 80.0),
-        (DEC, NET, "network_overhead"): vector(50.0, 60.0, 0.0),
-        (DEC, USE1, "unused_capacity"): vector(425.0, 180.0, 120.0),
-        (DEC, EUW1, "unused_capacity"): vector(75.0, 36.0, 0.0),
-        (DEC, EDGE, "unused_capacity"): vector(0.0, 30.0, 0.0),
-        (DEC, USE1, "no_consumers"): vector(100.0, 0.0, 100.0),
-        (DEC, EUW1, "no_consumers"): vector(225.0, 12.0, 1000.0),
-        (DEC, EDGE, "no_consumers"): vector(0.0, 0.0, 50.0),
-        (DEC, NEW, "region_expansion"): vector(315.0, 129.0, 600.0),
-    }
-    for values in expected.values():
-        del values["total_lbm_kg"], values["total_mbm_kg"]
-    assert_rows(rows, expected)
-    assert {r["model_version"] for r in rows.values()} == {"v1.0"}
+    expected = [
+        unallocated(DEC, USE1, "network_overhead", 200.0, 90.0, 80.0),
+        unallocated(DEC, NET, "network_overhead", 50.0, 60.0, 0.0),
+        unallocated(DEC, USE1, "unused_capacity", 425.0, 180.0, 120.0),
+        unallocated(DEC, EUW1, "unused_capacity", 75.0, 36.0, 0.0),
+        unallocated(DEC, EDGE, "unused_capacity", 0.0, 30.0, 0.0),
+        unallocated(DEC, USE1, "no_consumers", 100.0, 0.0, 100.0),
+        unallocated(DEC, EUW1, "no_consumers", 225.0, 12.0, 1000.0),
+        unallocated(DEC, EDGE, "no_consumers", 0.0, 0.0, 50.0),
+        unallocated(DEC, NEW, "region_expansion", 315.0, 129.0, 600.0),
+    ]
+    assert_frames_equal(
+        result.unallocated.where(f"month = '{DEC}'"),
+        frame(spark, schemas.UNALLOCATED, expected),
+        **TOLERANCE,
+    )
 
 
-def test_january_v2_account_emissions(result: AllocationResult) -> None:
+def test_january_v2_account_emissions(spark: SparkSession, result: AllocationResult) -> None:
     """v2.0: network, unused capacity, DB pass-through, cluster pools (G), expansion (F).
 
     A as in December but C3's lifetime ended (s3 0). B (us-east-1): network E 200 W 80
@@ -377,31 +378,34 @@ def test_january_v2_account_emissions(result: AllocationResult) -> None:
       to external rows only (I1 excluded): energy 780+260+260+525+0 = 1825 -> x0.2;
       water 285+95+120+750+0 = 1250 -> x0.48; s3 234+78+258+126+60 = 756 -> x0.25.
     """
-    rows = as_dicts(result.account_emissions.where(f"month = '{JAN}'"), EMISSION_KEYS)
-    expected = {
+    expected = [
         # E 780*1.2; W 285*1.48; s3 234*1.25
-        (JAN, "PAY1", "X1", USE1, "EC2"): vector(936.0, 292.5, 421.8),
+        emission(JAN, "PAY1", "X1", USE1, "EC2", 936.0, 292.5, 421.8),
         # E 260*1.2; W 95*1.48; s3 78*1.25
-        (JAN, "PAY1", "X2", USE1, "DB"): vector(312.0, 97.5, 140.6),
+        emission(JAN, "PAY1", "X2", USE1, "DB", 312.0, 97.5, 140.6),
         # E 260*1.2; W 120*1.48; s3 258*1.25
-        (JAN, "PAY1", "X2", USE1, "S3"): vector(312.0, 322.5, 177.6),
+        emission(JAN, "PAY1", "X2", USE1, "S3", 312.0, 322.5, 177.6),
         # E 525*1.2; W 750*1.48; s3 126*1.25
-        (JAN, "PAY1", "X1", EUW1, "EC2"): vector(630.0, 157.5, 1110.0),
+        emission(JAN, "PAY1", "X1", EUW1, "EC2", 630.0, 157.5, 1110.0),
         # internal: G only (E 100+75, s3 30+12, W 250)
-        (JAN, "INT", "I1", EUW1, "DB"): vector(175.0, 42.0, 250.0),
+        emission(JAN, "INT", "I1", EUW1, "DB", 175.0, 42.0, 250.0),
         # s3 60*1.25
-        (JAN, "PAY1", "X1", EDGE, "CDN"): vector(0.0, 75.0, 0.0),
-    }
-    assert_rows(rows, expected)
-    assert {r["model_version"] for r in rows.values()} == {"v2.0"}
-    assert rows[JAN, "INT", "I1", EUW1, "DB"]["is_internal"] is True
+        emission(JAN, "PAY1", "X1", EDGE, "CDN", 0.0, 75.0, 0.0),
+    ]
+    assert_frames_equal(
+        result.account_emissions.where(f"month = '{JAN}'"),
+        frame(spark, schemas.ACCOUNT_EMISSIONS, expected),
+        **TOLERANCE,
+    )
 
 
-def test_january_v2_unallocated(result: AllocationResult) -> None:
+def test_january_v2_unallocated(spark: SparkSession, result: AllocationResult) -> None:
     """v2.0 allocates everything except edge-1's water pool, which has no basis (W 50)."""
-    rows = as_dicts(result.unallocated.where(f"month = '{JAN}'"), ("month", "cluster_id", "reason"))
-    expected = {(JAN, EDGE, "no_basis"): {"energy_kwh": 0.0, "scope3_kg": 0.0, "water_l": 50.0}}
-    assert_rows(rows, expected)
+    assert_frames_equal(
+        result.unallocated.where(f"month = '{JAN}'"),
+        frame(spark, schemas.UNALLOCATED, [unallocated(JAN, EDGE, "no_basis", 0.0, 0.0, 50.0)]),
+        **TOLERANCE,
+    )
 
 
 def test_rack_utilisation(result: AllocationResult) -> None:

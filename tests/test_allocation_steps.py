@@ -4,9 +4,9 @@ region expansion without basis or consumers. Expected numbers are worked out by 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 
 import pytest
+from helpers import assert_frames_equal, frame
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
@@ -46,18 +46,11 @@ WEIGHTS_SCHEMA = T.StructType(
 )  # fmt: skip
 
 
-def frame(spark: SparkSession, schema: T.StructType, rows: list[dict[str, Any]]) -> DataFrame:
-    names = [f.name for f in schema.fields]
-    zeros = {q: 0.0 for q in QUANTITIES if q in names}
-    return spark.createDataFrame(
-        [tuple({**zeros, **r}.get(n) for n in names) for r in rows], schema
-    )
+ZEROS = {q: 0.0 for q in QUANTITIES}  # quantities a row of ROWS_SCHEMA or POOL_SCHEMA omits
 
 
-def assert_close(got: dict[Any, tuple[float, ...]], expected: dict[Any, tuple[float, ...]]) -> None:
-    assert set(got) == set(expected)
-    for key, values in expected.items():
-        assert got[key] == pytest.approx(values, rel=1e-12), key
+# pytest.approx(rel=1e-12) allowed max(1e-12 x |expected|, 1e-12); this allows no more.
+REL_1E12 = {"rtol": 1e-12, "atol": 0.0}
 
 
 def test_rack_embodied_monthly(spark: SparkSession) -> None:
@@ -79,12 +72,13 @@ def test_rack_embodied_monthly(spark: SparkSession) -> None:
         ],
     )  # fmt: skip
     out = rack_embodied_monthly(racks, [NOV, DEC, JAN, FEB], it_lifetime_months=3)
-    got = {(r["month"], r["rack_id"]): r["scope3_kg"] for r in out.collect()}
-    assert got == pytest.approx(
-        {(NOV, "A"): 100.0, (DEC, "A"): 100.0, (JAN, "A"): 100.0, (DEC, "B"): 200.0,
-         (DEC, "C"): 10.0, (JAN, "C"): 10.0},
-        rel=1e-12,
+    expected = frame(
+        spark,
+        "month DATE, rack_id STRING, scope3_kg DOUBLE",
+        [(NOV, "A", 100.0), (DEC, "A", 100.0), (JAN, "A", 100.0), (DEC, "B", 200.0),
+         (DEC, "C", 10.0), (JAN, "C", 10.0)],
     )  # fmt: skip
+    assert_frames_equal(out.select("month", "rack_id", "scope3_kg"), expected, **REL_1E12)
 
 
 def catalog(spark: SparkSession, services: list[tuple[str, str | None, str | None]]) -> DataFrame:
@@ -119,7 +113,8 @@ def test_nested_pass_through(spark: SparkSession) -> None:
     rows = frame(
         spark,
         ROWS_SCHEMA,
-        [
+        defaults=ZEROS,
+        rows=[
             {"month": JAN, "model_version": "v2.0", "cluster_id": "c1", "payer_account_id": "P",
              "usage_account_id": "O1", "product_code": "EC2", "energy_kwh": 10.0,
              "scope3_kg": 2.0},
@@ -140,15 +135,15 @@ def test_nested_pass_through(spark: SparkSession) -> None:
         ],
     )  # fmt: skip
     out = pass_through(rows, weights, levels)
-    got = {
-        (r["month"], r["usage_account_id"], r["product_code"]): (r["energy_kwh"], r["scope3_kg"])
-        for r in out.collect()
-    }
-    assert_close(
-        got,
-        {(JAN, "X", "N1"): (7.5, 1.5), (JAN, "Y", "N2"): (2.5, 0.5),
-         (JAN, "X", "EC2"): (1.0, 0.0), (DEC, "O1", "N1"): (4.0, 0.0)},
+    expected = frame(
+        spark,
+        "month DATE, usage_account_id STRING, product_code STRING, energy_kwh DOUBLE, "
+        "scope3_kg DOUBLE",
+        [(JAN, "X", "N1", 7.5, 1.5), (JAN, "Y", "N2", 2.5, 0.5),
+         (JAN, "X", "EC2", 1.0, 0.0), (DEC, "O1", "N1", 4.0, 0.0)],
     )  # fmt: skip
+    got = out.select("month", "usage_account_id", "product_code", "energy_kwh", "scope3_kg")
+    assert_frames_equal(got, expected, **REL_1E12)
 
 
 def test_expansion_without_basis_or_consumers(spark: SparkSession) -> None:
@@ -159,7 +154,8 @@ def test_expansion_without_basis_or_consumers(spark: SparkSession) -> None:
     rows = frame(
         spark,
         ROWS_SCHEMA,
-        [
+        defaults=ZEROS,
+        rows=[
             {"month": JAN, "model_version": "v2.0", "cluster_id": "c1", "payer_account_id": "P",
              "usage_account_id": "X", "product_code": "EC2", "is_internal": False,
              "scope3_kg": 10.0},
@@ -174,7 +170,8 @@ def test_expansion_without_basis_or_consumers(spark: SparkSession) -> None:
     contributions = frame(
         spark,
         POOL_SCHEMA,
-        [
+        defaults=ZEROS,
+        rows=[
             {"month": JAN, "model_version": "v2.0", "cluster_id": "cA", "water_l": 30.0,
              "scope3_kg": 4.0},
             {"month": JAN, "model_version": "v2.0", "cluster_id": "cB", "water_l": 20.0,
@@ -184,25 +181,26 @@ def test_expansion_without_basis_or_consumers(spark: SparkSession) -> None:
         ],
     )  # fmt: skip
     step = share_expansion_pool(rows, contributions)
-    got_rows = {
-        (r["month"], r["usage_account_id"]): tuple(r[q] for q in QUANTITIES)
-        for r in step.rows.collect()
-    }
-    assert_close(
-        got_rows,
-        {(JAN, "X"): (0.0, 0.0, 0.0, 0.0, 20.0, 0.0),
-         (JAN, "I"): (100.0, 0.0, 0.0, 0.0, 0.0, 100.0),
-         (FEB, "I"): (50.0, 0.0, 0.0, 0.0, 0.0, 0.0)},
+    quantities = ", ".join(f"{q} DOUBLE" for q in QUANTITIES)
+    expected_rows = frame(
+        spark,
+        f"month DATE, usage_account_id STRING, {quantities}",
+        # energy, scope1, lbm, mbm, scope3, water
+        [(JAN, "X", 0.0, 0.0, 0.0, 0.0, 20.0, 0.0),
+         (JAN, "I", 100.0, 0.0, 0.0, 0.0, 0.0, 100.0),
+         (FEB, "I", 50.0, 0.0, 0.0, 0.0, 0.0, 0.0)],
     )  # fmt: skip
-    got_unallocated = {
-        (r["month"], r["cluster_id"], r["reason"]): tuple(r[q] for q in QUANTITIES)
-        for r in step.unallocated.collect()
-        if any(r[q] for q in QUANTITIES)
-    }
-    assert_close(
-        got_unallocated,
-        {(JAN, "cA", "no_basis"): (0.0, 0.0, 0.0, 0.0, 0.0, 30.0),
-         (JAN, "cB", "no_basis"): (0.0, 0.0, 0.0, 0.0, 0.0, 20.0),
-         (FEB, "cA", "no_consumers"): (10.0, 0.0, 0.0, 0.0, 0.0, 0.0),
-         (DEC, "cB", "region_expansion"): (0.0, 0.0, 0.0, 0.0, 7.0, 0.0)},
+    got_rows = step.rows.select("month", "usage_account_id", *QUANTITIES)
+    assert_frames_equal(got_rows, expected_rows, **REL_1E12)
+    expected_unallocated = frame(
+        spark,
+        f"month DATE, cluster_id STRING, reason STRING, {quantities}",
+        [(JAN, "cA", "no_basis", 0.0, 0.0, 0.0, 0.0, 0.0, 30.0),
+         (JAN, "cB", "no_basis", 0.0, 0.0, 0.0, 0.0, 0.0, 20.0),
+         (FEB, "cA", "no_consumers", 10.0, 0.0, 0.0, 0.0, 0.0, 0.0),
+         (DEC, "cB", "region_expansion", 0.0, 0.0, 0.0, 0.0, 7.0, 0.0)],
     )  # fmt: skip
+    got_unallocated = step.unallocated.select("month", "cluster_id", "reason", *QUANTITIES).where(
+        " OR ".join(f"{q} != 0" for q in QUANTITIES)
+    )
+    assert_frames_equal(got_unallocated, expected_unallocated, **REL_1E12)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from carbon_core.bench.metrics import UNGROUPED, group_metrics, peak_executor_mb, roll_up
-from carbon_core.bench.report import growth, parse_scales, render_markdown, summarise, targets
+from carbonlake_tools.bench.metrics import UNGROUPED, group_metrics, peak_executor_mb, roll_up
+from carbonlake_tools.bench.report import growth, parse_scales, render_markdown, summarise, targets
 
 # Shaped like /api/v1/applications/<id>/jobs and /stages (only the fields read).
 JOBS = [
@@ -220,7 +220,7 @@ def test_a_measurement_cut_short_in_the_references_resumes_without_the_pipeline(
     tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import carbon_core.session
-    from carbon_core.bench import measure
+    from carbonlake_tools.bench import measure
 
     calls: list[str] = []
     fail_references = [True]

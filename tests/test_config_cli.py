@@ -6,10 +6,10 @@ import datetime as dt
 
 import pytest
 
+from carbon_core.calendar import month_range, parse_month, shift_month
 from carbon_core.cli import main
-from carbon_core.config import config_from_mapping, load_config, parse_month
+from carbon_core.config import config_from_mapping, load_config
 from carbon_core.errors import ConfigError
-from carbon_core.months import add_months, month_range
 
 
 def test_default_config_maps_months_to_versions():
@@ -66,8 +66,8 @@ def test_missing_config_file_is_a_clear_error(tmp_path):
 
 def test_month_helpers():
     assert parse_month("2024-02") == dt.date(2024, 2, 1)
-    assert add_months(dt.date(2024, 11, 1), 3) == dt.date(2025, 2, 1)
-    assert add_months(dt.date(2025, 1, 1), -37) == dt.date(2021, 12, 1)
+    assert shift_month(dt.date(2024, 11, 1), 3) == dt.date(2025, 2, 1)
+    assert shift_month(dt.date(2025, 1, 1), -37) == dt.date(2021, 12, 1)
     assert month_range(dt.date(2024, 11, 1), dt.date(2025, 2, 1)) == [
         dt.date(2024, 11, 1),
         dt.date(2024, 12, 1),
@@ -87,3 +87,14 @@ def test_cli_reports_config_errors_in_one_line(tmp_path, capsys):
     assert captured.err.count("\n") == 1
     assert "methodology.market_matching" in captured.err
     assert "Traceback" not in captured.err
+
+
+def test_a_command_runs_on_the_shared_session_and_keeps_its_settings(spark, tmp_path, capsys):
+    """conftest's `spark` lends its session to the command: the command's own config
+    (conf/local.yaml, 8 shuffle partitions) must not change what the later tests run with."""
+    out = tmp_path / "report.html"
+    code = main(["report", "--lake", str(tmp_path / "lake"), "--out", str(out)])
+    assert code == 2
+    assert "lake table not found" in capsys.readouterr().err
+    assert not out.exists()
+    assert spark.conf.get("spark.sql.shuffle.partitions") == "2"

@@ -1,8 +1,8 @@
-"""Site codes and emission-factor resolution (METHODOLOGY sections 4 and 5)."""
+"""Site codes and emission-factor resolution (docs/methodology.md §4 and §5)."""
 
 from __future__ import annotations
 
-from test_silver_support import frame
+from helpers import frame
 
 from carbon_core import schemas
 from carbon_core.factors import (

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,15 +10,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import assert_conforms
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from carbon_core import schemas
+from carbon_core.calendar import month_range
 from carbon_core.cli import main as cli_main
 from carbon_core.config import ForecastSettings
 from carbon_core.insight import forecast as fc
-from carbon_core.lake import table_properties, write_table
-from carbon_core.months import month_range
+from carbon_core.lake import tables, write_table
 
 Z90 = 1.6448536269514722  # standard normal quantile of 0.95: a 90 % two-sided interval
 SMALL = ForecastSettings(
@@ -169,10 +169,17 @@ def small_world(spark: SparkSession) -> dict[str, DataFrame]:
 
 
 @pytest.fixture(scope="module")
-def small_forecast(spark: SparkSession) -> Iterator[DataFrame]:
-    forecast = fc.build_forecast(**small_world(spark), settings=SMALL).cache()
-    yield forecast
-    forecast.unpersist()
+def small_built(spark: SparkSession) -> Iterator[fc.ForecastTables]:
+    built = fc.build_forecast(**small_world(spark), settings=SMALL)
+    cached = fc.ForecastTables(built.forecast.cache(), built.backtest.cache())
+    yield cached
+    cached.forecast.unpersist()
+    cached.backtest.unpersist()
+
+
+@pytest.fixture(scope="module")
+def small_forecast(small_built: fc.ForecastTables) -> DataFrame:
+    return small_built.forecast
 
 
 @pytest.fixture(scope="module")
@@ -241,30 +248,57 @@ def test_future_contracts_lower_mbm_by_the_hand_computed_amount(small: dict) -> 
     assert small[("P3", d("2025-04"))]["covered_share"] == 0.0
 
 
+# Series A's backtest, holdout 2: train on 2025-01 only (10 kWh -> naive 10), forecast
+# 2025-02 and 03: LBM 10 x 0.475 = 4.75 against actual 0.6 x 20 = 12 and 0.6 x 30 = 18.
+A_MAPE = (abs(4.75 - 12) / 12 + abs(4.75 - 18) / 18) / 2 * 100  # 67.0139 %
+
+
 def test_backtest_holds_out_the_last_months_and_scores_mape(small: dict) -> None:
-    # holdout 2: train on 2025-01 only (A: 10 kWh -> naive 10), forecast 2025-02 and 03:
-    # LBM 10 x 0.475 = 4.75 against actual 0.6 x 20 = 12 and 0.6 x 30 = 18.
-    expected = (abs(4.75 - 12) / 12 + abs(4.75 - 18) / 18) / 2 * 100
-    assert expected == pytest.approx(67.013888, abs=1e-5)
     for month in (d("2025-04"), d("2025-05"), d("2025-06")):
         a = small[("P1", month)]
-        assert a["backtest_mape_lbm"] == pytest.approx(expected)
-        assert a["backtest_mape_mbm"] == pytest.approx(expected)
+        assert a["backtest_mape_lbm"] == pytest.approx(A_MAPE)
+        assert a["backtest_mape_mbm"] == pytest.approx(A_MAPE)
     # C starts in the held-out window: nothing to train on.
     assert small[("P3", d("2025-04"))]["backtest_mape_lbm"] is None
 
 
-def test_backtest_summary_of_the_small_world(small_forecast: DataFrame) -> None:
-    summary = fc.backtest_summary(small_forecast, SMALL)
+def test_backtest_table_has_one_row_per_series(small_built: fc.ForecastTables) -> None:
+    backtest = small_built.backtest
+    contract = [(f.name, f.dataType) for f in schemas.FORECAST_BACKTEST.fields]
+    assert [(f.name, f.dataType) for f in backtest.schema.fields] == contract
+    rows = {r["payer_account_id"]: r.asDict() for r in backtest.collect()}
+    assert backtest.count() == len(rows) == 3
+    a = rows["P1"]
+    assert (a["region_code"], a["location"], a["product_code"]) == ("r1", "Loc1", "S")
+    assert (a["method"], a["last_actual_month"], a["holdout_months"]) == (
+        "naive",
+        d("2025-03"),
+        2,
+    )
+    assert a["backtest_mape_lbm"] == pytest.approx(A_MAPE)
+    assert a["backtest_mape_mbm"] == pytest.approx(A_MAPE)
+    # B was forecast over both held-out months, but its actuals are 0: nothing to score.
+    b = rows["P2"]
+    assert (b["holdout_months"], b["backtest_mape_lbm"], b["backtest_mape_mbm"]) == (2, None, None)
+    # C starts in the held-out window: no month before it, so none held out.
+    c = rows["P3"]
+    assert (c["holdout_months"], c["backtest_mape_lbm"], c["backtest_mape_mbm"]) == (0, None, None)
+
+
+def test_backtest_summary_and_log_line_of_the_small_world(
+    small_built: fc.ForecastTables,
+) -> None:
+    summary = fc.backtest_summary(small_built.backtest, SMALL)
     assert summary["holdout_months"] == ["2025-02", "2025-03"]
     assert summary["last_actual_month"] == "2025-03"
     assert summary["series"] == 3
     assert summary["series_by_method"] == {"naive": 3}
     assert summary["series_scored"] == {"lbm": 1, "mbm": 1}
     assert summary["median_mape_lbm"] == pytest.approx(67.013888, abs=1e-5)
-    scored = {s["payer_account_id"]: s["mape_lbm"] for s in summary["per_series"]}
-    assert scored["P2"] is None and scored["P3"] is None
-    assert json.loads(json.dumps(summary)) == summary
+    assert fc.summary_line(summary) == (
+        "forecast: 3 series to 2025-06 (naive 3); backtest on 2 held-out month(s): "
+        "median MAPE LBM 67.0%, MBM 67.0% (1 series scored)"
+    )
 
 
 def test_training_split_of_one_series() -> None:
@@ -365,7 +399,7 @@ def test_long_series_use_ets_and_intervals_hold_to_2030(spark: SparkSession) -> 
         rows.append(emissions_row("G", "r1", "Loc1", text, growing, s2lbm=0.4 * growing))
         rows.append(emissions_row("D", "r1", "Loc1", text, shrinking, s2lbm=0.4 * shrinking))
     settings = ForecastSettings(horizon_end="2030-12")
-    forecast = fc.build_forecast(
+    built = fc.build_forecast(
         spark.createDataFrame(rows, schemas.ACCOUNT_EMISSIONS),
         site_month(spark, [("2025-03", "s1", "r1", "country", "YY", "BX", 1.0, 1.0)]),
         contracts(spark, []),
@@ -373,6 +407,7 @@ def test_long_series_use_ets_and_intervals_hold_to_2030(spark: SparkSession) -> 
         grid(spark, [("country", "YY", 2024, 0.3)]),
         settings,
     )
+    forecast = built.forecast
     got = forecast.collect()
     months_out = sorted({r["month"] for r in got})
     assert months_out == month_range(d("2025-04"), d("2030-12"))
@@ -386,22 +421,27 @@ def test_long_series_use_ets_and_intervals_hold_to_2030(spark: SparkSession) -> 
     assert growing[-1][1] > growing[0][1] > 1000.0
     # 18 training months >= 12: the backtest is scored for both series.
     assert all(r["backtest_mape_lbm"] is not None and r["backtest_mape_lbm"] >= 0 for r in got)
+    backtest = built.backtest.collect()
+    assert sorted((r["payer_account_id"], r["method"], r["holdout_months"]) for r in backtest) == [
+        ("D", "ets", 6),
+        ("G", "ets", 6),
+    ]
     contract = [(f.name, f.dataType) for f in schemas.FORECAST.fields]
     assert [(f.name, f.dataType) for f in forecast.schema.fields] == contract
 
 
-def test_cli_forecast_rebuilds_the_table_with_the_backtest_property(
-    spark: SparkSession, tmp_path: Path
+def test_cli_forecast_rebuilds_the_forecast_and_backtest_tables(
+    spark: SparkSession, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     world = small_world(spark)
     lake = tmp_path / "lake"
     for table, name in (
-        ("gold/account_emissions", "account_emissions"),
-        ("silver/site_monthly", "site_monthly"),
-        ("bronze/energy_contracts", "energy_contracts"),
-        ("bronze/sites", "sites"),
+        (tables.ACCOUNT_EMISSIONS, "account_emissions"),
+        (tables.SITE_MONTHLY, "site_monthly"),
+        (tables.bronze("energy_contracts"), "energy_contracts"),
+        (tables.bronze("sites"), "sites"),
     ):
-        write_table(world[name], lake / table, mode="overwrite")
+        write_table(world[name], table.uri(lake), mode="overwrite")
     config = tmp_path / "forecast.yaml"
     config.write_text(
         "forecast:\n  horizon_end: '2025-06'\n  holdout_months: 2\n  min_history_months: 12\n"
@@ -413,15 +453,28 @@ def test_cli_forecast_rebuilds_the_table_with_the_backtest_property(
         "country,XX,2022,0.6,t\ncountry,XX,2023,0.5,t\ncountry,XX,2024,0.4,t\n"
         "country,YY,2024,0.3,t\n"
     )
-    # A stale table from an earlier build: the rebuild replaces it.
-    write_table(world["sites"], lake / "gold/forecast", mode="overwrite")
+    # A stale forecast from an earlier build: the rebuild replaces its rows.
+    stale = dict.fromkeys(schemas.FORECAST.fieldNames())
+    stale.update(month=d("2024-01"), payer_account_id="OLD", region_code="r9", product_code="S")
+    stale.update(method="naive")
+    stale_frame = spark.createDataFrame([tuple(stale.values())], schemas.FORECAST)
+    tables.overwrite_lake_table(stale_frame, lake, tables.FORECAST)
     args = ["forecast", "--config", str(config), "--lake", str(lake), "--reference", str(reference)]
     assert cli_main(args) == 0
-    table = spark.read.format("delta").load(str(lake / "gold/forecast"))
+    assert (
+        "forecast: 3 series to 2025-06 (naive 3); backtest on 2 held-out month(s): "
+        "median MAPE LBM 67.0%, MBM 67.0% (1 series scored)"
+    ) in capsys.readouterr().out.splitlines()
+    table = tables.read_lake_table(spark, lake, tables.FORECAST)
     assert table.schema.fieldNames() == schemas.FORECAST.fieldNames()
     assert table.count() == 9
+    assert table.where(F.col("payer_account_id") == "OLD").count() == 0
     p1_june = table.where((F.col("payer_account_id") == "P1") & (F.col("month") == d("2025-06")))
     assert p1_june.first()["total_lbm_kg"] == pytest.approx(9.5)
-    summary = json.loads(table_properties(spark, lake / "gold/forecast")[fc.BACKTEST_PROPERTY])
-    assert summary["holdout_months"] == ["2025-02", "2025-03"]
-    assert summary["median_mape_lbm"] == pytest.approx(67.013888, abs=1e-5)
+    backtest = tables.read_lake_table(spark, lake, tables.FORECAST_BACKTEST)
+    assert_conforms(backtest.schema, schemas.FORECAST_BACKTEST)
+    got = {
+        r["payer_account_id"]: (r["holdout_months"], r["backtest_mape_lbm"])
+        for r in backtest.collect()
+    }
+    assert got == {"P1": (2, pytest.approx(A_MAPE)), "P2": (2, None), "P3": (0, None)}

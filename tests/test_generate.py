@@ -11,9 +11,9 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from carbon_core.generate import MALFORMED_SUFFIX, frames, generate_world, plan
 from carbon_core.reference.tables import SHIPPED_DIR
 from carbon_core.schemas import DATASETS
+from carbonlake_tools.generate import MALFORMED_SUFFIX, frames, generate_world, plan
 
 SCALE = 20_000
 MONTHS = 2  # 2024-10 and 2024-11
@@ -229,7 +229,7 @@ def test_parquet_files_have_row_groups_of_the_configured_size(
 ) -> None:
     """Spark splits Parquet only between row groups, so large hourly files must have many."""
     pyarrow_parquet = pytest.importorskip("pyarrow.parquet")
-    from carbon_core.generate import world
+    from carbonlake_tools.generate import world
 
     monkeypatch.setattr(world, "PARQUET_ROW_GROUP_BYTES", 64 * 1024)
     generate_world(spark, tmp_path, scale=20_000, seed=SEED, months=1, usage_format="parquet")
@@ -255,7 +255,7 @@ def test_an_interrupted_generation_resumes_to_the_same_world(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A 1e9-row world takes hours: a cut-short run goes on from its last complete piece."""
-    from carbon_core.generate import world
+    from carbonlake_tools.generate import world
 
     args = {"scale": SCALE, "seed": SEED, "months": MONTHS, "malformed_share": SHARE}
     piece_rows = 6_000  # usage: 4 pieces (20,000 rows); telemetry: 4 racks a piece

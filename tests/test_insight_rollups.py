@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from helpers import assert_conforms, assert_frames_equal, frame
 from pyspark.sql import DataFrame, SparkSession
 
 from carbon_core import schemas
@@ -60,25 +61,31 @@ def _by(frame: DataFrame, *keys: str) -> dict[tuple, dict]:
     return {tuple(r[k] for k in keys): r.asDict() for r in frame.collect()}
 
 
-def test_bu_monthly_sums_per_grain_and_keeps_unmapped_accounts(emissions, business_units):
+def test_bu_monthly_sums_per_grain_and_keeps_unmapped_accounts(spark, emissions, business_units):
     bu = build_bu_monthly(emissions, business_units)
-    assert bu.schema == schemas.BU_MONTHLY
-    rows = _by(bu, "month", "business_unit", "cost_center", "region_code", "product_code")
-    assert set(rows) == {
-        (JAN, "Retail", "RC-1", "r1", "EC2"),
-        (JAN, "Retail", "RC-1", "r1", "S3"),
-        (JAN, "Retail", "RC-2", "r1", "EC2"),
-        (JAN, "unmapped", None, "r2", "EC2"),
-        (FEB, "Retail", "RC-1", "r1", "EC2"),
-        (FEB, "unmapped", None, "r1", "EC2"),
-    }
-    unmapped = rows[(JAN, "unmapped", None, "r2", "EC2")]
-    # a3: 0 + 6 + 1 = 7 LBM and 0 + 6 + 1 = 7 MBM, one account, location carried
-    assert (unmapped["total_lbm_kg"], unmapped["total_mbm_kg"]) == (7.0, 7.0)
-    assert (unmapped["accounts"], unmapped["location"]) == (1, "Region Two")
-    assert unmapped["model_version"] == "v2.0"
-    s3 = rows[(JAN, "Retail", "RC-1", "r1", "S3")]
-    assert (s3["energy_kwh"], s3["scope2_lbm_kg"], s3["total_mbm_kg"]) == (20.0, 8.0, 3.0)
+    assert_conforms(bu.schema, schemas.BU_MONTHLY)
+    one, two = "Region One", "Region Two"
+    # One account per grain here, so each row carries its account's quantities; totals
+    # LBM = s1 + lbm + s3, MBM = s1 + mbm + s3 (a3 in January: 0 + 6 + 1 = 7 and 7).
+    expected = frame(
+        spark,
+        schemas.BU_MONTHLY,
+        [  # ..., accounts, energy, s1, lbm, mbm, s3, water, total LBM, total MBM
+            (JAN, "v2.0", "Retail", "RC-1", "r1", one, "EC2", 1,
+             100.0, 1.0, 40.0, 10.0, 5.0, 7.0, 46.0, 16.0),
+            (JAN, "v2.0", "Retail", "RC-1", "r1", one, "S3", 1,
+             20.0, 0.0, 8.0, 2.0, 1.0, 1.0, 9.0, 3.0),
+            (JAN, "v2.0", "Retail", "RC-2", "r1", one, "EC2", 1,
+             50.0, 0.5, 20.0, 5.0, 2.5, 3.5, 23.0, 8.0),
+            (JAN, "v2.0", "unmapped", None, "r2", two, "EC2", 1,
+             10.0, 0.0, 6.0, 6.0, 1.0, 0.5, 7.0, 7.0),
+            (FEB, "v2.0", "Retail", "RC-1", "r1", one, "EC2", 1,
+             80.0, 1.0, 32.0, 8.0, 4.0, 5.0, 37.0, 13.0),
+            (FEB, "v2.0", "unmapped", None, "r1", one, "EC2", 1,
+             30.0, 0.0, 12.0, 3.0, 1.5, 2.0, 13.5, 4.5),
+        ],
+    )  # fmt: skip
+    assert_frames_equal(bu, expected, rtol=0.0, atol=0.0)  # sums of binary-exact numbers
 
 
 def test_bu_monthly_adds_up_per_business_unit(emissions, business_units):

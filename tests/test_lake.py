@@ -17,6 +17,7 @@ from carbon_core.lake import (
     replace_months,
     replace_where,
     restore_tables,
+    set_table_properties,
     table_properties,
     table_version,
     write_table,
@@ -136,6 +137,26 @@ def test_write_table_properties_hold_for_the_write_itself_new_table_or_not(spark
     write_table(rows, existing, mode="overwrite", properties=only_site)
     assert table_version(spark, existing) == version + 1  # set already: no extra commit
     assertDataFrameEqual(read_table(spark, existing), rows)
+
+
+def test_set_table_properties_commits_a_change_only_and_restores(spark, tmp_path):
+    path = tmp_path / "t"
+    write_table(_rows(spark, [(JAN, "s1", 1.0)]), path, mode="overwrite")
+    before = TableCheckpoint(str(path), table_version(spark, path))
+    assert set_table_properties(spark, path, {"carbonlake.note": "first"}) is True
+    # an unchanged value makes no commit
+    version = table_version(spark, path)
+    assert set_table_properties(spark, path, {"carbonlake.note": "first"}) is False
+    assert table_version(spark, path) == version
+    # quotes and backslashes survive the SQL literal
+    set_table_properties(spark, path, {"carbonlake.note": "it's a \\ test"})
+    assert table_properties(spark, path)["carbonlake.note"] == "it's a \\ test"
+    set_table_properties(spark, path, {"carbonlake.note": None})
+    assert "carbonlake.note" not in table_properties(spark, path)
+    # a failed run's restore takes a property back with the data
+    set_table_properties(spark, path, {"carbonlake.note": "again"})
+    restore_tables(spark, [before])
+    assert "carbonlake.note" not in table_properties(spark, path)
 
 
 def test_restore_tables_undoes_commits_of_a_failed_run(spark, tmp_path):

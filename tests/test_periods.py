@@ -1,13 +1,13 @@
-"""Spreading periods over calendar months (METHODOLOGY section 2)."""
+"""Spreading periods over calendar months (docs/methodology.md §2)."""
 
 from __future__ import annotations
 
 import pytest
+from helpers import d, frame, ts
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
-from test_silver_support import d, frame, ts
 
-from carbon_core.periods import month_of, spread_over_months
+from carbon_core.calendar import month_of, spread_over_months
 
 SCHEMA = T.StructType(
     [

@@ -17,19 +17,10 @@ from carbon_core import schemas
 from carbon_core.config import config_from_mapping
 from carbon_core.errors import InvariantError
 from carbon_core.export import EXPORT_COLUMNS, export_carbon
-from carbon_core.generate import generate_world
-from carbon_core.lake import read_table, table_commit_time, table_version
-from carbon_core.pipeline import (
-    GOLD_ACCOUNT_EMISSIONS,
-    GOLD_BU_MONTHLY,
-    GOLD_RUN_LOG,
-    GOLD_UNALLOCATED,
-    MONTHLY_TABLES,
-    SILVER_SITE_MONTHLY,
-    lake_path,
-    run_pipeline,
-)
+from carbon_core.lake import read_table, table_commit_time, table_version, tables
+from carbon_core.pipeline import run_pipeline
 from carbon_core.session import persisted_rdd_ids
+from carbonlake_tools.generate import generate_world
 
 DEC, JAN = dt.date(2024, 12, 1), dt.date(2025, 1, 1)
 QUIET = lambda _line: None  # noqa: E731
@@ -57,8 +48,8 @@ def _delta_rs_count(path: str) -> int:
 def test_every_landing_row_is_in_bronze_or_quarantine(world, spark):
     config, counts, _ = world
     for dataset in schemas.DATASETS:
-        bronze = _delta_rs_count(lake_path(config.lake, f"bronze/{dataset.name}"))
-        quarantine = read_table(spark, lake_path(config.lake, f"quarantine/{dataset.name}"))
+        bronze = _delta_rs_count(tables.bronze(dataset.name).uri(config.lake))
+        quarantine = tables.read_lake_table(spark, config.lake, tables.quarantine(dataset.name))
         at_ingest = quarantine.where(F.col("stage") == "ingest").count()
         assert counts[dataset.name] == bronze + at_ingest, dataset.name
         assert at_ingest > 0, f"the generated world has malformed {dataset.name} rows"
@@ -68,32 +59,32 @@ def test_run_covers_both_methodology_versions_and_invariants_hold(world, spark):
     config, _, report = world
     assert report.months == [DEC, JAN]
     assert report.invariants and all(r.ok for r in report.invariants)
-    emissions = read_table(spark, lake_path(config.lake, GOLD_ACCOUNT_EMISSIONS))
+    emissions = tables.read_lake_table(spark, config.lake, tables.ACCOUNT_EMISSIONS)
     versions = {
         (r["month"], r["model_version"])
         for r in emissions.select("month", "model_version").distinct().collect()
     }
     assert versions == {(DEC, "v1.0"), (JAN, "v2.0")}
-    site_monthly = read_table(spark, lake_path(config.lake, SILVER_SITE_MONTHLY))
+    site_monthly = tables.read_lake_table(spark, config.lake, tables.SITE_MONTHLY)
     assert site_monthly.where(F.col("factor_level").isNull()).count() == 0
-    log = read_table(spark, lake_path(config.lake, GOLD_RUN_LOG)).collect()
+    log = tables.read_lake_table(spark, config.lake, tables.RUN_LOG).collect()
     assert [r["status"] for r in log] == ["succeeded"]
 
 
 def test_no_quantity_is_negative(world, spark):
     config, _, _ = world
-    for table in (SILVER_SITE_MONTHLY, GOLD_ACCOUNT_EMISSIONS, GOLD_UNALLOCATED):
-        frame = read_table(spark, lake_path(config.lake, table))
+    for table in (tables.SITE_MONTHLY, tables.ACCOUNT_EMISSIONS, tables.UNALLOCATED):
+        frame = tables.read_lake_table(spark, config.lake, table)
         negative = frame.where(F.least(*[F.col(q) for q in schemas.QUANTITIES]) < 0).count()
-        assert negative == 0, table
+        assert negative == 0, table.name
 
 
 def test_conservation_per_month_and_quantity(world, spark):
     """Results + unallocated = site-months + rack embodied (the run log's own check,
     recomputed here from the committed tables)."""
     config, _, report = world
-    emissions = read_table(spark, lake_path(config.lake, GOLD_ACCOUNT_EMISSIONS))
-    unallocated = read_table(spark, lake_path(config.lake, GOLD_UNALLOCATED))
+    emissions = tables.read_lake_table(spark, config.lake, tables.ACCOUNT_EMISSIONS)
+    unallocated = tables.read_lake_table(spark, config.lake, tables.UNALLOCATED)
     out = (
         emissions.select("month", *schemas.QUANTITIES)
         .unionByName(unallocated.select("month", *schemas.QUANTITIES))
@@ -113,27 +104,27 @@ def test_bu_monthly_adds_up_to_account_emissions_and_keeps_unmapped_accounts(wor
     totals = [F.sum(q).alias(q) for q in ("total_lbm_kg", "total_mbm_kg", "water_l")]
 
     def per_month(table):
-        frame = read_table(spark, lake_path(config.lake, table)).groupBy("month").agg(*totals)
+        frame = tables.read_lake_table(spark, config.lake, table).groupBy("month").agg(*totals)
         return {r["month"]: r for r in frame.collect()}
 
-    expected, got = per_month(GOLD_ACCOUNT_EMISSIONS), per_month(GOLD_BU_MONTHLY)
+    expected, got = per_month(tables.ACCOUNT_EMISSIONS), per_month(tables.BU_MONTHLY)
     assert set(got) == set(expected) == {DEC, JAN}
     for month, row in expected.items():
         for quantity in ("total_lbm_kg", "total_mbm_kg", "water_l"):
             assert got[month][quantity] == pytest.approx(row[quantity], rel=1e-9), quantity
-    unmapped = read_table(spark, lake_path(config.lake, GOLD_BU_MONTHLY)).where(
+    unmapped = tables.read_lake_table(spark, config.lake, tables.BU_MONTHLY).where(
         F.col("business_unit") == schemas.UNMAPPED_BUSINESS_UNIT
     )
     assert unmapped.where(F.col("total_mbm_kg") > 0).count() > 0
 
 
 def _snapshot(spark, lake):
-    return {t: table_version(spark, lake_path(lake, t)) for t in MONTHLY_TABLES}
+    return {t.name: table_version(spark, t.uri(lake)) for t in tables.MONTHLY_TABLES}
 
 
 def test_rerun_of_one_month_is_identical_and_touches_only_that_month(world, spark):
     config, _, _ = world
-    path = lake_path(config.lake, GOLD_ACCOUNT_EMISSIONS)
+    path = tables.ACCOUNT_EMISSIONS.uri(config.lake)
     before = read_table(spark, path).localCheckpoint()
     versions = _snapshot(spark, config.lake)
     persisted = persisted_rdd_ids(spark)
@@ -166,11 +157,11 @@ def test_a_run_that_breaks_an_invariant_commits_nothing(world, spark, monkeypatc
 
     monkeypatch.setattr(pipeline, "allocate", broken_allocate)
     versions = _snapshot(spark, config.lake)
-    runs = read_table(spark, lake_path(config.lake, GOLD_RUN_LOG)).count()
+    runs = tables.read_lake_table(spark, config.lake, tables.RUN_LOG).count()
     with pytest.raises(InvariantError, match=r"conservation.*2024-12|2024-12.*conservation"):
         run_pipeline(spark, config, month_from=DEC, month_to=DEC, skip_ingest=True, log=QUIET)
     assert _snapshot(spark, config.lake) == versions
-    assert read_table(spark, lake_path(config.lake, GOLD_RUN_LOG)).count() == runs
+    assert tables.read_lake_table(spark, config.lake, tables.RUN_LOG).count() == runs
 
 
 def test_a_failure_after_a_commit_restores_the_table(world, spark, monkeypatch):
@@ -179,7 +170,7 @@ def test_a_failure_after_a_commit_restores_the_table(world, spark, monkeypatch):
     config, _, _ = world
     import carbon_core.pipeline as pipeline
 
-    path = lake_path(config.lake, GOLD_ACCOUNT_EMISSIONS)
+    path = tables.ACCOUNT_EMISSIONS.uri(config.lake)
     before = read_table(spark, path).localCheckpoint()
     version = table_version(spark, path)
 
@@ -197,8 +188,8 @@ def test_a_failure_after_a_commit_restores_the_table(world, spark, monkeypatch):
 
 def test_exports_match_gold_and_hide_internal_accounts(world, spark):
     config, _, _ = world
-    emissions = read_table(spark, lake_path(config.lake, GOLD_ACCOUNT_EMISSIONS))
-    clusters = read_table(spark, lake_path(config.lake, "bronze/clusters"))
+    emissions = tables.read_lake_table(spark, config.lake, tables.ACCOUNT_EMISSIONS)
+    clusters = tables.read_lake_table(spark, config.lake, tables.bronze("clusters"))
     out = Path(config.exports)
     export_carbon(
         spark,
@@ -206,7 +197,7 @@ def test_exports_match_gold_and_hide_internal_accounts(world, spark):
         clusters,
         out,
         months=[JAN],
-        refreshed_at=table_commit_time(spark, lake_path(config.lake, GOLD_ACCOUNT_EMISSIONS)),
+        refreshed_at=table_commit_time(spark, tables.ACCOUNT_EMISSIONS.uri(config.lake)),
         log=QUIET,
     )
     external_payers = {
@@ -246,13 +237,13 @@ def test_report_of_the_generated_world_draws_every_chart_and_keeps_payers_apart(
     if find_chromium() is None:
         pytest.skip("chromium not found: scripts/test installs it (apt-get install -y chromium)")
     config, _, _ = world
-    accounts = read_table(spark, lake_path(config.lake, "bronze/accounts")).collect()
+    accounts = tables.read_lake_table(spark, config.lake, tables.bronze("accounts")).collect()
     external_payers = sorted({r["payer_account_id"] for r in accounts if not r["is_internal"]})
     payer = external_payers[0]
     others = {r["account_id"] for r in accounts if r["payer_account_id"] != payer}
 
     whole = write_report(spark, config.lake, tmp_path / "report.html", ReportRequest())
-    emissions = read_table(spark, lake_path(config.lake, GOLD_ACCOUNT_EMISSIONS))
+    emissions = tables.read_lake_table(spark, config.lake, tables.ACCOUNT_EMISSIONS)
     gold_lbm = emissions.agg(F.sum("total_lbm_kg")).first()[0]
     assert whole.total_lbm_kg == pytest.approx(gold_lbm, rel=1e-9)
     marks = render_marks(tmp_path / "report.html")

@@ -8,30 +8,19 @@ import re
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pytest
+from helpers import frame
 from pyspark.sql import SparkSession
-from pyspark.sql import types as T
 
 from carbon_core import schemas
 from carbon_core.cli import main as cli_main
 from carbon_core.config import TargetSettings
-from carbon_core.lake import write_table
-from carbon_core.pipeline import (
-    GOLD_ACCOUNT_EMISSIONS,
-    GOLD_BU_MONTHLY,
-    GOLD_CLUSTER_EFFICIENCY,
-    GOLD_FORECAST,
-    GOLD_REGION_BENCHMARKS,
-    GOLD_UNALLOCATED,
-    SILVER_SITE_MONTHLY,
-    lake_path,
-)
+from carbon_core.insight.targets import target_progress
+from carbon_core.lake import tables, write_table
 from carbon_core.report import ReportRequest, aggregates, gather_report_data, write_report
 from carbon_core.report.browser import find_chromium, render_marks
-from carbon_core.report.data import BRONZE_ACCOUNTS, BRONZE_BUSINESS_UNITS, ReportData
+from carbon_core.report.data import ReportData, targets_from_progress
 from carbon_core.report.page import FIGURES_ELEMENT_ID, render_html
-from carbon_core.report.targets import straight_line_path, target_progress
 
 JAN, FEB, MAR = dt.date(2025, 1, 1), dt.date(2025, 2, 1), dt.date(2025, 3, 1)
 P1, P1_LINKED = "310000000001", "310000000002"
@@ -75,11 +64,6 @@ EVERY_CHART = {
 }
 
 
-def _frame(spark: SparkSession, schema: T.StructType, rows: list[dict[str, Any]]):
-    names = [f.name for f in schema.fields]
-    return spark.createDataFrame([tuple(r.get(n) for n in names) for r in rows], schema)
-
-
 def _emission_rows() -> list[dict[str, Any]]:
     rows = []
     for month, payer, account, region, product, lbm, mbm in EMISSIONS:
@@ -109,8 +93,8 @@ def _emission_rows() -> list[dict[str, Any]]:
 def _write_core(spark: SparkSession, lake: Path) -> None:
     emissions = _emission_rows()
     write_table(
-        _frame(spark, schemas.ACCOUNT_EMISSIONS, emissions),
-        lake_path(lake, GOLD_ACCOUNT_EMISSIONS),
+        frame(spark, schemas.ACCOUNT_EMISSIONS, emissions),
+        tables.ACCOUNT_EMISSIONS.uri(lake),
         mode="overwrite",
     )
     accounts = [
@@ -118,17 +102,19 @@ def _write_core(spark: SparkSession, lake: Path) -> None:
         for a, p in ((P1, P1), (P1_LINKED, P1), (P2, P2), (P2_LINKED, P2))
     ]
     write_table(
-        _frame(spark, schemas.bronze_schema(schemas.ACCOUNTS), accounts),
-        lake_path(lake, BRONZE_ACCOUNTS),
+        frame(spark, schemas.bronze_schema(schemas.ACCOUNTS), accounts),
+        tables.bronze("accounts").uri(lake),
         mode="overwrite",
     )
 
 
 def _write_insight(spark: SparkSession, lake: Path) -> None:
     unallocated = [
-        {"month": JAN, "cluster_id": EAST, "reason": "unused_capacity", "scope1_kg": 0.0,
+        {"month": JAN, "model_version": "v2.0", "cluster_id": EAST, "reason": "unused_capacity",
+         "scope1_kg": 0.0,
          "scope2_lbm_kg": 10.0, "scope2_mbm_kg": 8.0, "scope3_kg": 1.0, "energy_kwh": 20.0},
-        {"month": FEB, "cluster_id": WEST, "reason": "network_overhead", "scope1_kg": 0.0,
+        {"month": FEB, "model_version": "v2.0", "cluster_id": WEST, "reason": "network_overhead",
+         "scope1_kg": 0.0,
          "scope2_lbm_kg": 5.0, "scope2_mbm_kg": 5.0, "scope3_kg": 0.0, "energy_kwh": 8.0},
     ]  # fmt: skip
     sites = [
@@ -172,26 +158,37 @@ def _write_insight(spark: SparkSession, lake: Path) -> None:
         for m in (dt.date(2025, 4, 1), dt.date(2025, 5, 1), dt.date(2025, 6, 1))
         for p, method, mape in ((P1, "ets", 8.0), (P2, "naive", None))
     ]  # fmt: skip
+    backtest = [
+        {"payer_account_id": p, "region_code": EAST, "location": "US East", "product_code": EC2,
+         "method": method, "last_actual_month": MAR, "holdout_months": holdout,
+         "backtest_mape_lbm": mape, "backtest_mape_mbm": mape}
+        for p, method, holdout, mape in ((P1, "ets", 2, 8.0), (P2, "naive", 0, None))
+    ]  # fmt: skip
     business_units = [
         {"account_id": account, "business_unit": unit} for account, unit in BUSINESS_UNIT_OF.items()
     ]
     bu_monthly = [
-        {"month": r["month"], "business_unit": BUSINESS_UNIT_OF.get(r["usage_account_id"],
+        {"month": r["month"], "model_version": "v2.0",
+         "business_unit": BUSINESS_UNIT_OF.get(r["usage_account_id"],
          schemas.UNMAPPED_BUSINESS_UNIT), "region_code": r["region_code"],
          "product_code": r["product_code"], "accounts": 1, "total_lbm_kg": r["total_lbm_kg"],
          "total_mbm_kg": r["total_mbm_kg"]}
         for r in _emission_rows()
     ]  # fmt: skip
-    for table, schema, rows in (
-        (GOLD_UNALLOCATED, schemas.UNALLOCATED, unallocated),
-        (SILVER_SITE_MONTHLY, schemas.SITE_MONTHLY, sites),
-        (GOLD_CLUSTER_EFFICIENCY, schemas.CLUSTER_EFFICIENCY, efficiency),
-        (GOLD_REGION_BENCHMARKS, schemas.REGION_BENCHMARKS, benchmarks),
-        (GOLD_FORECAST, schemas.FORECAST, forecast),
-        (GOLD_BU_MONTHLY, schemas.BU_MONTHLY, bu_monthly),
-        (BRONZE_BUSINESS_UNITS, schemas.bronze_schema(schemas.BUSINESS_UNITS), business_units),
+    for table, rows in (
+        (tables.UNALLOCATED, unallocated),
+        (tables.SITE_MONTHLY, sites),
+        (tables.CLUSTER_EFFICIENCY, efficiency),
+        (tables.REGION_BENCHMARKS, benchmarks),
+        (tables.FORECAST, forecast),
+        (tables.FORECAST_BACKTEST, backtest),
+        (tables.BU_MONTHLY, bu_monthly),
+        (tables.bronze("business_units"), business_units),
     ):
-        write_table(_frame(spark, schema, rows), lake_path(lake, table), mode="overwrite")
+        write_table(frame(spark, table.schema, rows), table.uri(lake), mode="overwrite")
+    # As the run writes it: from gold/bu_monthly and the configured targets.
+    progress = target_progress(frame(spark, schemas.BU_MONTHLY, bu_monthly), [RETAIL_TARGET])
+    tables.overwrite_lake_table(progress, lake, tables.TARGET_PROGRESS)
 
 
 @pytest.fixture(scope="module")
@@ -211,7 +208,7 @@ def core_lake(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> 
 
 @pytest.fixture(scope="module")
 def operator_data(spark: SparkSession, full_lake: Path) -> ReportData:
-    return gather_report_data(spark, full_lake, ReportRequest(targets=(RETAIL_TARGET,)))
+    return gather_report_data(spark, full_lake, ReportRequest())
 
 
 @pytest.fixture(scope="module")
@@ -298,8 +295,9 @@ def test_report_without_insight_tables_says_not_available(
     html = out.read_text()
 
     assert data.by_business_unit is None and data.forecast is None and data.intensity is None
-    # business units, unallocated, coverage, PUE/WUE, benchmarks, forecast, backtest
-    assert html.count("not available: run <code>carbonlake run</code>") == 7
+    # business units, unallocated, coverage, PUE/WUE, benchmarks, forecast, targets, backtest
+    assert html.count("not available: run <code>carbonlake run</code>") == 8
+    assert data.targets is None
     assert _figure_ids(html) == {"scopes", "lbm_mbm", "regions", "services", "accounts"}
     assert "<script src=" not in html and "cdn.plot.ly" not in html.split("</head>")[1]
 
@@ -362,11 +360,13 @@ def test_service_intensity_is_a_ratio_of_sums_and_flags_estimates(
     assert list(coverage["provisional"]) == [False, False, True]
 
 
-def test_backtest_summary_counts_series_once(spark: SparkSession, full_lake: Path) -> None:
-    forecast = spark.read.format("delta").load(lake_path(full_lake, GOLD_FORECAST))
+def test_backtest_summary_buckets_each_series_of_the_backtest_table(
+    spark: SparkSession, full_lake: Path
+) -> None:
+    backtest = tables.read_lake_table(spark, full_lake, tables.FORECAST_BACKTEST)
     summary = {
         (r["method"], r["basis"], r["bucket"]): r["series"]
-        for r in aggregates.backtest_summary(forecast).collect()
+        for r in aggregates.backtest_summary(backtest).collect()
     }
     assert summary == {
         ("ets", "LBM", "5-10 %"): 1,
@@ -376,26 +376,51 @@ def test_backtest_summary_counts_series_once(spark: SparkSession, full_lake: Pat
     }
 
 
-def test_straight_line_target_path() -> None:
-    path = straight_line_path(RETAIL_TARGET, 1000.0)
-    assert [year for year, _ in path] == [2025, 2026, 2027, 2028, 2029, 2030]
-    assert [kg for _, kg in path] == pytest.approx([1000.0, 900.0, 800.0, 700.0, 600.0, 500.0])
-
-
-def test_target_progress_annualises_partial_years() -> None:
-    totals = pd.DataFrame(
-        {
-            "month": [JAN, FEB, dt.date(2026, 1, 1)],
-            "business_unit": ["Retail", "Retail", "Retail"],
-            "total_lbm_kg": [0.0, 0.0, 0.0],
-            "total_mbm_kg": [83.0, 93.0, 70.0],
-        }
+def test_operator_report_reads_target_progress(operator_data: ReportData) -> None:
+    (retail,) = operator_data.targets
+    # Retail = account P1: MBM 80 + 3 in January, 90 + 3 in February -> 176 x 12 / 2 = 1056.
+    assert retail.label == "Retail: -50 % MBM 2025→2030"
+    assert retail.baseline_kg == pytest.approx(1056.0)
+    assert [year for year, _ in retail.path] == [2025, 2026, 2027, 2028, 2029, 2030]
+    assert [kg for _, kg in retail.path] == pytest.approx(
+        [1056.0, 950.4, 844.8, 739.2, 633.6, 528.0]
     )
-    progress = target_progress(totals, RETAIL_TARGET)
-    # Baseline: (83 + 93) x 12 / 2 = 1056 t/yr; 2026 path: 1056 x (1 - 0.5 / 5) = 950.4.
-    assert progress.baseline_kg == pytest.approx(1056.0)
-    assert progress.path_kg(2026) == pytest.approx(950.4)
-    assert progress.path_kg(2030) == pytest.approx(528.0)
-    # 2026: 70 x 12 = 840 <= 950.4.
-    assert progress.latest_kg == pytest.approx(840.0)
-    assert progress.status == "on track"
+    assert (retail.latest_year, retail.latest_months) == (2025, 2)
+    assert retail.status == "no data after the baseline year"
+
+
+def test_payer_report_leaves_operator_targets_out(payer_data: ReportData) -> None:
+    assert payer_data.targets is None
+
+
+def test_target_status_from_gold_target_progress(spark: SparkSession) -> None:
+    bu_rows = [
+        {"month": month, "model_version": "v2.0", "business_unit": "Retail",
+         "region_code": EAST, "product_code": EC2, "total_lbm_kg": 100.0, "total_mbm_kg": mbm}
+        for month, mbm in ((JAN, 83.0), (FEB, 93.0), (dt.date(2026, 1, 1), 70.0))
+    ]  # fmt: skip
+    tight = TargetSettings(
+        business_unit="Retail", baseline_year=2025, target_year=2026, reduction_percent=10,
+        basis="lbm",
+    )  # fmt: skip
+    early = RETAIL_TARGET.model_copy(update={"baseline_year": 2024})
+    late = RETAIL_TARGET.model_copy(update={"baseline_year": 2026})
+    progress = target_progress(
+        frame(spark, schemas.BU_MONTHLY, bu_rows), [RETAIL_TARGET, tight, early, late]
+    )
+    found = targets_from_progress(progress.toPandas())
+    got = {(t.basis, t.baseline_year, t.target_year): t for t in found}
+    retail = got[("mbm", 2025, 2030)]
+    # Baseline (83 + 93) x 12 / 2 = 1056 kg/yr; 2026: 70 x 12 = 840 <= 1056 x (1 - 0.5 / 5).
+    assert retail.baseline_kg == pytest.approx(1056.0)
+    assert (retail.latest_year, retail.latest_months) == (2026, 1)
+    assert retail.latest_kg == pytest.approx(840.0)
+    assert retail.latest_path_kg == pytest.approx(950.4)
+    assert dict(retail.path)[2030] == pytest.approx(528.0)
+    assert retail.status == "on track"
+    # LBM: 1200 kg/yr in both years against 1200 x 0.9 = 1080 in 2026.
+    assert got[("lbm", 2025, 2026)].latest_path_kg == pytest.approx(1080.0)
+    assert got[("lbm", 2025, 2026)].status == "off track"
+    assert got[("mbm", 2024, 2030)].status == "no data for baseline year 2024"
+    assert got[("mbm", 2024, 2030)].path == ()
+    assert got[("mbm", 2026, 2030)].status == "no data after the baseline year"

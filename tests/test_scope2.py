@@ -1,16 +1,16 @@
-"""Market-based Scope 2: site-bound pool, boundary pool, residual mix, surplus (section 5)."""
+"""Market-based Scope 2 (docs/methodology.md §5): site and boundary pools, residual mix, surplus."""
 
 from __future__ import annotations
 
 import datetime as dt
 
 import pytest
+from helpers import assert_conforms, assert_frames_equal, bronze, d, frame, ts
 from pyspark.sql import types as T
-from test_silver_support import bronze, d, frame, ts
 
 from carbon_core import schemas
+from carbon_core.calendar import months_frame
 from carbon_core.errors import CarbonlakeError
-from carbon_core.periods import months_frame
 from carbon_core.scopes import check_annual_months, market_based
 
 ENERGY = T.StructType(
@@ -30,6 +30,9 @@ RESIDUAL = T.StructType(
     ]
 )
 JAN = d("2025-01-01")
+# Hand numbers to 1e-12 relative, no absolute slack: a zero must be zero.
+EXACT = {"rtol": 1e-12, "atol": 0.0}
+SURPLUS = "month DATE, site_id STRING, market_boundary STRING, surplus_kwh DOUBLE"
 
 
 def _contract(cid, kwh, ef, start, end, site_id=None, boundary=None):
@@ -110,35 +113,31 @@ def test_monthly_hierarchy_pools_residual_mix_and_surplus(spark):
         spark, RESIDUAL, [{"market_boundary": "NEWE", "year": 2025, "residual_factor": 0.5}]
     )
     result = market_based(energy, contracts, residual, months_frame(spark, [JAN]))
-    got = {r["site_id"]: r for r in result.site_months.collect()}
+    lineage = [
+        "site_covered_kwh",
+        "boundary_covered_kwh",
+        "residual_mix_kwh",
+        "location_fallback_kwh",
+        "scope2_mbm_kg",
+    ]
+    expected = frame(
+        spark,
+        "site_id STRING, " + ", ".join(f"{c} DOUBLE" for c in lineage),
+        [
+            # a: 800 x 0.075 + 100 x 0.02 + 100 x 0.5 = 60 + 2 + 50 = 112.
+            ("a", 800.0, 100.0, 100.0, 0.0, 112.0),
+            ("b", 500.0, 0.0, 0.0, 0.0, 50.0),  # 500 x 0.1
+            ("c", 0.0, 150.0, 150.0, 0.0, 78.0),  # 150x0.02 + 150x0.5
+            ("f", 0.0, 0.0, 0.0, 400.0, 20.0),  # 400 x 0.05
+            ("x", 0.0, 0.0, 0.0, 10.0, 4.7),  # 10 x 0.47
+        ],
+    )
+    assert_frames_equal(result.site_months.select("site_id", *lineage), expected, **EXACT)
 
-    def lineage(site):
-        r = got[site]
-        return (
-            r["site_covered_kwh"],
-            r["boundary_covered_kwh"],
-            r["residual_mix_kwh"],
-            r["location_fallback_kwh"],
-        )
-
-    assert lineage("a") == pytest.approx((800.0, 100.0, 100.0, 0.0), rel=1e-12)
-    assert lineage("b") == pytest.approx((500.0, 0.0, 0.0, 0.0), rel=1e-12)
-    assert lineage("c") == pytest.approx((0.0, 150.0, 150.0, 0.0), rel=1e-12)
-    assert lineage("f") == pytest.approx((0.0, 0.0, 0.0, 400.0), rel=1e-12)
-    assert lineage("x") == pytest.approx((0.0, 0.0, 0.0, 10.0), rel=1e-12)
-    # a: 800 x 0.075 + 100 x 0.02 + 100 x 0.5 = 60 + 2 + 50 = 112.
-    assert got["a"]["scope2_mbm_kg"] == pytest.approx(112.0, rel=1e-12)
-    assert got["b"]["scope2_mbm_kg"] == pytest.approx(50.0, rel=1e-12)  # 500 x 0.1
-    assert got["c"]["scope2_mbm_kg"] == pytest.approx(78.0, rel=1e-12)  # 150x0.02 + 150x0.5
-    assert got["f"]["scope2_mbm_kg"] == pytest.approx(20.0, rel=1e-12)  # 400 x 0.05
-    assert got["x"]["scope2_mbm_kg"] == pytest.approx(4.7, rel=1e-12)  # 10 x 0.47
-
-    surplus = {
-        (r["month"], r["site_id"], r["market_boundary"], r["surplus_kwh"])
-        for r in result.surplus.collect()
-    }
-    assert result.surplus.schema == schemas.INSTRUMENT_SURPLUS
-    assert surplus == {(JAN, None, "DE", 1000.0), (JAN, "b", None, 200.0)}
+    expected_surplus = frame(spark, SURPLUS, [(JAN, None, "DE", 1000.0), (JAN, "b", None, 200.0)])
+    got_surplus = result.surplus.select("month", "site_id", "market_boundary", "surplus_kwh")
+    assert_frames_equal(got_surplus, expected_surplus, rtol=0.0, atol=0.0)
+    assert_conforms(result.surplus.schema, schemas.INSTRUMENT_SURPLUS)
 
 
 def _year_energy(spark):
@@ -184,19 +183,28 @@ def test_annual_matching_gives_each_month_the_years_covered_share(spark):
     assert len(got) == 24
     # Year: a covered 700 of 1400 -> share 0.5; a uncovered 700 + b 600 = 1300 <= pool 1400
     # -> boundary share 1 -> a boundary-covered 700 (share 0.5), b 600 (share 1).
-    a_jan, a_feb, b_jan = got[("a", JAN)], got[("a", d("2025-02-01"))], got[("b", JAN)]
-    assert (a_jan["site_covered_kwh"], a_jan["boundary_covered_kwh"]) == pytest.approx((150, 150))
-    assert (a_feb["site_covered_kwh"], a_feb["boundary_covered_kwh"]) == pytest.approx((50, 50))
-    assert (b_jan["site_covered_kwh"], b_jan["boundary_covered_kwh"]) == pytest.approx((0, 50))
+    feb = d("2025-02-01")
+    covered = frame(
+        spark,
+        "site_id STRING, month DATE, site_covered_kwh DOUBLE, boundary_covered_kwh DOUBLE",
+        [("a", JAN, 150.0, 150.0), ("a", feb, 50.0, 50.0), ("b", JAN, 0.0, 50.0)],
+    )
+    assert_frames_equal(
+        result.site_months.join(covered.select("site_id", "month"), ["site_id", "month"]).select(
+            *covered.columns
+        ),
+        covered,
+    )
+    a_feb = got[("a", feb)]
     # a Feb MBM: 50 x 0 + 50 x 0.1 = 5; nothing left for the location factor.
     assert a_feb["scope2_mbm_kg"] == pytest.approx(5.0, rel=1e-12)
     assert a_feb["location_fallback_kwh"] == pytest.approx(0.0, abs=1e-9)
     # Boundary surplus 1400 - 1300 = 100, written on the year's first month.
-    surplus = [
-        (r["month"], r["site_id"], r["market_boundary"], r["surplus_kwh"])
-        for r in result.surplus.collect()
-    ]
-    assert surplus == [(JAN, None, "X", pytest.approx(100.0, rel=1e-12))]
+    assert_frames_equal(
+        result.surplus.select("month", "site_id", "market_boundary", "surplus_kwh"),
+        frame(spark, SURPLUS, [(JAN, None, "X", 100.0)]),
+        **EXACT,
+    )
 
     monthly = market_based(energy, contracts, residual, months_frame(spark, months))
     m = {(r["site_id"], r["month"]): r for r in monthly.site_months.collect()}

@@ -1,10 +1,9 @@
-"""Scope 1 (with the provisional rule), building Scope 3 and water (METHODOLOGY section 6)."""
+"""Scope 1 (with the provisional rule), building Scope 3 and water (docs/methodology.md §6)."""
 
 from __future__ import annotations
 
-import pytest
+from helpers import assert_frames_equal, bronze, d, frame, ts
 from pyspark.sql import types as T
-from test_silver_support import bronze, d, frame, ts
 
 from carbon_core import schemas
 from carbon_core.scopes import (
@@ -20,6 +19,8 @@ SITE_MONTHS = T.StructType(
 FEB, MAR = d("2025-02-01"), d("2025-03-01")
 # Shipped factors (carbon_core/reference/data/fuel_factors.csv).
 DIESEL_L, GAS_M3 = 2.705126, 1.92449
+# Hand numbers to 1e-12 relative, no absolute slack: a zero must be zero.
+EXACT = {"rtol": 1e-12, "atol": 0.0}
 
 
 def _fuel(rid, site, start, end, source, qty, unit):
@@ -60,25 +61,25 @@ def test_scope1_provisional_then_restated_by_actuals(spark):
         out = scope1_site_months(
             keys, bronze(spark, schemas.FUEL_RECORDS, records), _factors(spark)
         )
-        return {
-            (r["site_id"], r["month"]): (r["scope1_kg"], r["provisional"]) for r in out.collect()
-        }
+        return out.select("site_id", "month", "scope1_kg", "provisional")
 
-    before = run(history)
-    assert len(before) == 8
+    def expected(s_feb, s_mar):
+        # v and u as said above; "none" has no record at all: 0, not provisional.
+        rows = [("s", FEB, *s_feb), ("s", MAR, *s_mar), ("v", FEB, 0.0, True),
+                ("v", MAR, 0.0, True), ("u", FEB, 0.0, False), ("u", MAR, 0.0, False),
+                ("none", FEB, 0.0, False), ("none", MAR, 0.0, False)]  # fmt: skip
+        return frame(
+            spark, "site_id STRING, month DATE, scope1_kg DOUBLE, provisional BOOLEAN", rows
+        )
+
     # Feb 2025 <- Feb 2024: 29 m3 gas x 1.92449; Mar 2025 <- Mar 2024: 100 l diesel + 31 m3 gas.
-    assert before[("s", FEB)] == (pytest.approx(29 * GAS_M3, rel=1e-12), True)
-    assert before[("s", MAR)] == (pytest.approx(100 * DIESEL_L + 31 * GAS_M3, rel=1e-12), True)
-    assert before[("v", FEB)] == (0.0, True)
-    assert before[("u", FEB)] == (0.0, False)
-    assert before[("none", MAR)] == (0.0, False)
+    before = expected((29 * GAS_M3, True), (100 * DIESEL_L + 31 * GAS_M3, True))
+    assert_frames_equal(run(history), before, **EXACT)
 
     # A 2025 record arrives (10 l of diesel on 10 March, written in upper case): the whole
     # year 2025 of s now uses actuals: February 0, March 27.05126, not provisional.
     after = run([*history, _fuel("d25", "s", "2025-03-10", "2025-03-11", " Diesel", 10.0, "L")])
-    assert after[("s", FEB)] == (0.0, False)
-    assert after[("s", MAR)] == (pytest.approx(10 * DIESEL_L, rel=1e-12), False)
-    assert after[("v", MAR)] == (0.0, True)
+    assert_frames_equal(after, expected((0.0, False), (10 * DIESEL_L, False)), **EXACT)
 
 
 def test_building_embodied_amortisation_window_and_water(spark):
@@ -102,9 +103,13 @@ def test_building_embodied_amortisation_window_and_water(spark):
         spark, SITE_MONTHS, [{"site_id": s, "month": m} for s in ("b", "nodate") for m in months]
     )
     out = building_embodied_by_month(keys, sites, lifetime_months=3)
-    got = {(r["site_id"], r["month"]): r["scope3_kg"] for r in out.collect()}
-    assert [got[("b", m)] for m in months] == pytest.approx([0.0, 100.0, 100.0, 0.0], rel=1e-12)
-    assert [got[("nodate", m)] for m in months] == [0.0, 0.0, 0.0, 0.0]
+    expected = frame(
+        spark,
+        "site_id STRING, month DATE, scope3_kg DOUBLE",
+        [*(("b", m, kg) for m, kg in zip(months, (0.0, 100.0, 100.0, 0.0), strict=True)),
+         *(("nodate", m, 0.0) for m in months)],
+    )  # fmt: skip
+    assert_frames_equal(out.select("site_id", "month", "scope3_kg"), expected, **EXACT)
     missing = [tuple(r) for r in sites_without_building_date(sites).collect()]
     assert missing == [("nodate", 900.0)]
 
@@ -127,8 +132,12 @@ def test_building_embodied_amortisation_window_and_water(spark):
             },
         ],
     )
-    w = {(r["site_id"], r["month"]): r["water_l"] for r in water_by_month(water).collect()}
-    assert w == {
-        ("b", d("2025-01-01")): pytest.approx(315.0, rel=1e-12),
-        ("b", d("2025-02-01")): pytest.approx(280.0, rel=1e-12),
-    }
+    assert_frames_equal(
+        water_by_month(water).select("site_id", "month", "water_l"),
+        frame(
+            spark,
+            "site_id STRING, month DATE, water_l DOUBLE",
+            [("b", d("2025-01-01"), 315.0), ("b", d("2025-02-01"), 280.0)],
+        ),
+        **EXACT,
+    )

@@ -1,9 +1,9 @@
-"""build_site_monthly end to end on a tiny world (METHODOLOGY sections 2-6)."""
+"""build_site_monthly end to end on a tiny world (docs/methodology.md §2 to §6)."""
 
 from __future__ import annotations
 
 import pytest
-from test_silver_support import bronze, d, ts
+from helpers import assert_conforms, bronze, d, ts
 
 from carbon_core import schemas
 from carbon_core.config import MethodologySettings
@@ -175,7 +175,7 @@ def test_build_site_monthly_tiny_world(spark):
         months=[JAN, FEB],
         methodology=MethodologySettings(),
     )
-    assert result.site_monthly.schema == schemas.SITE_MONTHLY
+    assert_conforms(result.site_monthly.schema, schemas.SITE_MONTHLY)
     rows = {(r["site_id"], r["month"]): r.asDict() for r in result.site_monthly.collect()}
     assert len(rows) == 6  # 3 sites x 2 months
 
@@ -236,7 +236,7 @@ def test_build_site_monthly_tiny_world(spark):
     assert '"invoice_id":"i2"' in quarantine[0]["raw"]
 
     eff = {(r["cluster_id"], r["month"]): r for r in result.cluster_efficiency.collect()}
-    assert result.cluster_efficiency.schema == schemas.CLUSTER_EFFICIENCY
+    assert_conforms(result.cluster_efficiency.schema, schemas.CLUSTER_EFFICIENCY)
     assert eff[("c1", JAN)]["facility_energy_kwh"] == pytest.approx(1506.0, rel=1e-12)
     assert eff[("c1", JAN)]["pue"] == pytest.approx(1506 / 7, rel=1e-12)
     assert eff[("c1", FEB)]["pue"] == pytest.approx(1.15, rel=1e-12)  # 4.6 / 4

@@ -1,14 +1,14 @@
-"""Site energy: price estimates, quarantine, gap filling (METHODOLOGY section 3)."""
+"""Site energy: price estimates, quarantine, gap filling (docs/methodology.md §3)."""
 
 from __future__ import annotations
 
 import json
 
-import pytest
+from helpers import assert_frames_equal, bronze, d, frame, ts
 from pyspark.sql import types as T
-from test_silver_support import bronze, d, frame, ts
 
 from carbon_core import schemas
+from carbon_core.calendar import months_frame
 from carbon_core.energy import (
     gap_filled_energy,
     invoice_energy_by_month,
@@ -17,7 +17,6 @@ from carbon_core.energy import (
     site_hourly_it,
     site_month_energy,
 )
-from carbon_core.periods import months_frame
 
 CODES = T.StructType(
     [
@@ -26,6 +25,8 @@ CODES = T.StructType(
         T.StructField("subdivision_code", T.StringType()),
     ]
 )
+# Hand numbers to 1e-12 relative, no absolute slack: a zero must be zero.
+EXACT = {"rtol": 1e-12, "atol": 0.0}
 
 
 def test_amount_only_invoices_price_fallback_and_quarantine(spark):
@@ -129,16 +130,21 @@ def test_amount_only_invoices_price_fallback_and_quarantine(spark):
         },
     ]
     priced = price_invoices(bronze(spark, schemas.UTILITY_INVOICES, inv), codes, prices)
-    got = {
-        r["invoice_id"]: (r["kwh"], r["estimated"], r["reject_reason"]) for r in priced.collect()
-    }
-    assert got["i1"] == (pytest.approx(400.0, rel=1e-12), True, None)
-    assert got["i2"] == (pytest.approx(200.0, rel=1e-12), True, None)
-    assert got["i3"] == (pytest.approx(500.0, rel=1e-12), True, None)
-    assert got["i4"] == (None, True, "price currency CAD differs from invoice currency USD")
-    assert got["i5"] == (None, True, "no electricity price for site")
-    assert got["i6"] == (42.0, False, None)
-    assert priced.count() == len(inv)  # one row per invoice across the price joins
+    # One row per invoice across the price joins.
+    expected = frame(
+        spark,
+        "invoice_id STRING, kwh DOUBLE, estimated BOOLEAN, reject_reason STRING",
+        [
+            ("i1", 400.0, True, None),
+            ("i2", 200.0, True, None),
+            ("i3", 500.0, True, None),
+            ("i4", None, True, "price currency CAD differs from invoice currency USD"),
+            ("i5", None, True, "no electricity price for site"),
+            ("i6", 42.0, False, None),
+        ],
+    )
+    got = priced.select("invoice_id", "kwh", "estimated", "reject_reason")
+    assert_frames_equal(got, expected, **EXACT)
 
     quarantine = invoice_quarantine(priced).collect()
     assert quarantine[0].asDict().keys() == set(schemas.QUARANTINE.fieldNames())
@@ -209,16 +215,19 @@ def test_gap_filling_from_telemetry_times_design_pue(spark):
     gaps = gap_filled_energy(hourly, priced, sites, default_design_pue=1.15)
     site_months = sites.select("site_id").crossJoin(months)
     out = site_month_energy(site_months, invoice_energy_by_month(priced), gaps)
-    got = {r["site_id"]: r for r in out.collect()}
-
-    # a: uncovered IT = 1.0 (16th 00:00, end exclusive) + 1.5 + 2.5 + 0.5 = 5.5; x 1.2 = 6.6.
-    assert got["a"]["energy_kwh"] == pytest.approx(1500 + 6.6, rel=1e-12)
-    assert got["a"]["estimated_energy_share"] == pytest.approx(6.6 / 1506.6, rel=1e-12)
-    assert got["a"]["it_energy_kwh"] == pytest.approx(2 + 3 + 1 + 1.5 + 2.5 + 0.5, rel=1e-12)
-    # b: only telemetry (the rejected invoice covers nothing): 10 x 1.15 = 11.5, share 1.
-    assert got["b"]["energy_kwh"] == pytest.approx(11.5, rel=1e-12)
-    assert got["b"]["estimated_energy_share"] == pytest.approx(1.0, rel=1e-12)
-    assert got["b"]["it_energy_kwh"] == pytest.approx(10.0, rel=1e-12)
-    # z: nothing -> zeros, share 0.
-    assert (got["z"]["energy_kwh"], got["z"]["estimated_energy_share"]) == (0.0, 0.0)
-    assert len(got) == 3
+    expected = frame(
+        spark,
+        "site_id STRING, energy_kwh DOUBLE, estimated_energy_share DOUBLE, it_energy_kwh DOUBLE",
+        [
+            # a: uncovered IT = 1.0 (16th 00:00, end exclusive) + 1.5 + 2.5 + 0.5 = 5.5;
+            # x 1.2 = 6.6.
+            ("a", 1500 + 6.6, 6.6 / 1506.6, 2 + 3 + 1 + 1.5 + 2.5 + 0.5),
+            # b: only telemetry (the rejected invoice covers nothing): 10 x 1.15 = 11.5,
+            # share 1.
+            ("b", 11.5, 1.0, 10.0),
+            # z: nothing -> zeros, share 0.
+            ("z", 0.0, 0.0, 0.0),
+        ],
+    )
+    got = out.select("site_id", "energy_kwh", "estimated_energy_share", "it_energy_kwh")
+    assert_frames_equal(got, expected, **EXACT)

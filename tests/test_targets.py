@@ -1,25 +1,17 @@
-"""Reduction targets: the straight-line path by hand, annualised progress, on_track, and the
-JSON progress kept in a table property of gold/bu_monthly."""
+"""Reduction targets: the straight-line path by hand, annualised progress, on_track, and
+gold/target_progress as the run writes it."""
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 
 import pytest
 from pyspark.sql import DataFrame, SparkSession
 
 from carbon_core import schemas
 from carbon_core.config import TargetSettings
-from carbon_core.insight.targets import TARGETS_PROPERTY, path_kg, progress_json, target_progress
-from carbon_core.lake import (
-    TableCheckpoint,
-    restore_tables,
-    set_table_properties,
-    table_properties,
-    table_version,
-    write_table,
-)
+from carbon_core.insight.targets import target_progress, write_target_progress
+from carbon_core.lake import TableCheckpoint, restore_tables, table_version, tables
 
 RETAIL = TargetSettings(
     business_unit="Retail", baseline_year=2024, target_year=2030, reduction_percent=42, basis="mbm"
@@ -67,17 +59,15 @@ def bu_monthly(spark: SparkSession) -> DataFrame:
     return spark.createDataFrame(ROWS, schemas.BU_MONTHLY)
 
 
-def test_straight_line_path_by_hand():
-    # baseline 1200 kg, 42 % off by 2030 over 6 years: 7 % of the baseline a year
-    assert path_kg(RETAIL, 1200.0, 2024) == 1200.0
-    assert path_kg(RETAIL, 1200.0, 2025) == pytest.approx(1116.0, rel=1e-12)
-    assert path_kg(RETAIL, 1200.0, 2027) == pytest.approx(948.0, rel=1e-12)
-    assert path_kg(RETAIL, 1200.0, 2030) == pytest.approx(696.0, rel=1e-12)
-    assert path_kg(RETAIL, 1200.0, 2033) == pytest.approx(696.0, rel=1e-12)  # stays at target
-
-
 def _progress(frame: DataFrame) -> dict[tuple[str, int], dict]:
     return {(r["business_unit"], r["year"]): r.asDict() for r in frame.collect()}
+
+
+def test_straight_line_path_by_hand(bu_monthly):
+    # baseline 1200 kg, 42 % off by 2030 over 6 years: 7 % of the baseline (84 kg) a year
+    rows = _progress(target_progress(bu_monthly, [RETAIL]))
+    path = [rows[("Retail", year)]["path_kg"] for year in range(2024, 2031)]
+    assert path == pytest.approx([1200.0, 1116.0, 1032.0, 948.0, 864.0, 780.0, 696.0], rel=1e-12)
 
 
 def test_progress_per_target_and_year(bu_monthly):
@@ -117,24 +107,34 @@ def test_no_target_gives_an_empty_frame(bu_monthly):
     assert target_progress(bu_monthly, []).count() == 0
 
 
-def test_progress_json_lives_in_a_table_property_and_restores(spark, bu_monthly, tmp_path):
-    path = tmp_path / "bu_monthly"
-    write_table(bu_monthly, path, mode="overwrite")
-    before = TableCheckpoint(str(path), table_version(spark, path))
-    text = progress_json(target_progress(bu_monthly, [RETAIL]))
-    assert set_table_properties(spark, path, {TARGETS_PROPERTY: text}) is True
-    # an unchanged value makes no commit
-    version = table_version(spark, path)
-    assert set_table_properties(spark, path, {TARGETS_PROPERTY: text}) is False
-    assert table_version(spark, path) == version
-    stored = json.loads(table_properties(spark, path)[TARGETS_PROPERTY])
-    assert [(r["year"], r["on_track"]) for r in stored][:2] == [(2024, True), (2025, True)]
-    assert stored[1]["path_kg"] == 1116.0 and stored[1]["business_unit"] == "Retail"
-    # quotes and backslashes survive the SQL literal
-    set_table_properties(spark, path, {"carbonlake.note": "it's a \\ test"})
-    assert table_properties(spark, path)["carbonlake.note"] == "it's a \\ test"
-    set_table_properties(spark, path, {"carbonlake.note": None})
-    assert "carbonlake.note" not in table_properties(spark, path)
-    # a failed run's restore takes the property back with the data
+def test_the_run_writes_gold_target_progress_and_a_restore_takes_it_back(
+    spark, bu_monthly, tmp_path
+):
+    lake = tmp_path / "lake"
+    tables.overwrite_lake_table(bu_monthly, lake, tables.BU_MONTHLY)
+    write_target_progress(spark, lake, [RETAIL, PLATFORM])
+    table = tables.read_lake_table(spark, lake, tables.TARGET_PROGRESS)
+    assert table.schema == schemas.TARGET_PROGRESS
+    rows = _progress(table)
+    # Retail 2024..2030 and Platform 2024..2026, one row per target and year
+    assert table.count() == len(rows) == 7 + 3
+    retail = rows[("Retail", 2025)]
+    assert (retail["baseline_months"], retail["baseline_kg"], retail["months"]) == (3, 1200.0, 2)
+    assert (retail["actual_kg"], retail["on_track"]) == (185.0, True)
+    assert retail["annualised_kg"] == pytest.approx(1110.0, rel=1e-12)
+    assert retail["path_kg"] == pytest.approx(1116.0, rel=1e-12)
+    platform = rows[("Platform", 2025)]
+    assert (platform["annualised_kg"], platform["on_track"]) == (480.0, False)
+    assert platform["path_kg"] == pytest.approx(450.0, rel=1e-12)
+    assert rows[("Platform", 2026)]["path_kg"] == pytest.approx(300.0, rel=1e-12)
+    assert rows[("Platform", 2026)]["on_track"] is None
+
+    uri = tables.TARGET_PROGRESS.uri(lake)
+    before = TableCheckpoint(uri, table_version(spark, uri))
+    # Without targets the table stays, empty, in one more commit.
+    write_target_progress(spark, lake, [])
+    assert tables.read_lake_table(spark, lake, tables.TARGET_PROGRESS).count() == 0
+    assert table_version(spark, uri) == before.version + 1
+    # A failed run's restore brings the earlier progress back.
     restore_tables(spark, [before])
-    assert TARGETS_PROPERTY not in table_properties(spark, path)
+    assert tables.read_lake_table(spark, lake, tables.TARGET_PROGRESS).count() == 10

@@ -1,4 +1,4 @@
-"""Allocation: cluster -> racks -> services -> accounts (METHODOLOGY section 7) and invariants."""
+"""Allocation: cluster -> racks -> services -> accounts (docs/methodology.md §7) and invariants."""
 
 from __future__ import annotations
 

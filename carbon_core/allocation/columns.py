@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from functools import reduce
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from carbon_core.schemas import QUANTITIES
 
@@ -16,7 +15,7 @@ V2 = "v2.0"
 ENERGY = "energy_kwh"
 SCOPE3 = "scope3_kg"
 
-# gold/unallocated reasons (METHODOLOGY section 7).
+# gold/unallocated reasons (docs/methodology.md §7.1).
 NETWORK_OVERHEAD = "network_overhead"
 UNUSED_CAPACITY = "unused_capacity"
 NO_CONSUMERS = "no_consumers"
@@ -91,16 +90,3 @@ def ratio(numerator: Column, denominator: Column) -> Column:
 def unallocated_rows(reason: str) -> list[Column]:
     """The columns of an unallocated piece: pool keys, reason, quantities."""
     return [*(F.col(k) for k in POOL_KEYS), F.lit(reason).alias("reason"), *quantities()]
-
-
-def conform(df: DataFrame, schema: T.StructType) -> DataFrame:
-    """Select the schema's columns in its order, cast, and as nullable as it says."""
-    columns = []
-    for field in schema.fields:
-        column = F.col(field.name).cast(field.dataType)
-        if field.nullable:
-            # A CASE without ELSE is nullable: keeps the table schema exact even when the
-            # input column cannot be null (e.g. a month from the run's calendar).
-            column = F.when(column.isNotNull(), column)
-        columns.append(column.alias(field.name))
-    return df.select(*columns)

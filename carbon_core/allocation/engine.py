@@ -1,4 +1,4 @@
-"""Allocation engine: METHODOLOGY section 7, steps A-G, both methodology versions."""
+"""Allocation engine: docs/methodology.md §7, steps A-G, both methodology versions."""
 
 from __future__ import annotations
 
@@ -10,13 +10,11 @@ from functools import reduce
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from carbon_core.allocation.calendar import month_frame
 from carbon_core.allocation.columns import (
     POOL_KEYS,
     ROW_KEYS,
     SCOPE3,
     any_quantity_nonzero,
-    conform,
     filled_quantities,
     quantities,
     summed_quantities,
@@ -35,6 +33,7 @@ from carbon_core.allocation.services import (
     services_to_accounts,
     usage_weights,
 )
+from carbon_core.calendar import run_calendar
 from carbon_core.config import MethodologySettings
 from carbon_core.schemas import (
     ACCOUNT_EMISSIONS,
@@ -42,6 +41,7 @@ from carbon_core.schemas import (
     EDGE_LOCATION,
     QUANTITIES,
     UNALLOCATED,
+    conform,
 )
 
 Materialise = Callable[[DataFrame], DataFrame]
@@ -144,7 +144,7 @@ def allocate(
     `materialise` is applied to each step's output (default: a local checkpoint; a reliable
     `DataFrame.checkpoint` or the identity are alternatives).
     """
-    calendar = month_frame(site_monthly.sparkSession, months, methodology)
+    calendar = run_calendar(site_monthly.sparkSession, months, methodology)
     clusters_in_month = cluster_months(clusters, calendar)
     site_q = _with_pre_launch(
         site_monthly.join(F.broadcast(calendar), on="month", how="inner").select(

@@ -1,4 +1,4 @@
-"""Run-time invariants of METHODOLOGY section 8: conservation, non-negativity, known accounts."""
+"""Run-time invariants of docs/methodology.md §8: conservation, non-negativity, known accounts."""
 
 from __future__ import annotations
 

@@ -12,13 +12,11 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from carbon_core.allocation.calendar import month_frame
 from carbon_core.allocation.columns import (
     ENERGY,
     NETWORK_OVERHEAD,
     POOL_KEYS,
     SCOPE3,
-    conform,
     is_v1,
     is_v2,
     prefixed_quantities,
@@ -27,7 +25,8 @@ from carbon_core.allocation.columns import (
     summed_quantities,
     unallocated_rows,
 )
-from carbon_core.schemas import QUANTITIES, RACK_UTILISATION
+from carbon_core.calendar import run_calendar
+from carbon_core.schemas import QUANTITIES, RACK_UTILISATION, conform
 
 NETWORK_RACK = "network"
 _SITE_PREFIX = "_site_"
@@ -53,7 +52,7 @@ def rack_embodied_monthly(
     racks: DataFrame, months: Sequence[dt.date], *, it_lifetime_months: int
 ) -> DataFrame:
     """(month, rack_id, scope3_kg): each rack's amortised embodied carbon while in service."""
-    calendar = month_frame(racks.sparkSession, months)
+    calendar = run_calendar(racks.sparkSession, months)
     first = F.trunc(F.col("in_service_date"), "month")
     within_lifetime = (F.col("month") >= first) & (
         F.col("month") < F.add_months(first, it_lifetime_months)

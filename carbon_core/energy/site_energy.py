@@ -1,4 +1,4 @@
-"""Site energy per month (METHODOLOGY section 3).
+"""Site energy per month (docs/methodology.md §3).
 
 Invoice kWh (measured, or estimated as amount / price) spread over months, plus
 gap filling of the hours no valid invoice covers: the site's rack telemetry of
@@ -12,9 +12,9 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from carbon_core import schemas
+from carbon_core.calendar import MONTH, month_end, month_of, spread_over_months
 from carbon_core.factors.codes import normalise_code
 from carbon_core.factors.resolve import year_preference
-from carbon_core.periods import MONTH, month_end, month_of, spread_over_months
 
 STAGE = "site_energy"
 REASON_NO_PRICE = "no electricity price for site"
@@ -51,7 +51,7 @@ def price_invoices(
     of the site's subdivision, else of its country (empty subdivision_code); within that
     level the year of period_start, else nearest earlier, else nearest later. No price,
     a currency mismatch or a non-positive price rejects the invoice. `site_codes` needs
-    site_id, country_code, subdivision_code (resolved, section 4).
+    site_id, country_code, subdivision_code (resolved, docs/methodology.md §4.1).
     """
     prices = electricity_prices.select(
         normalise_code("country_code").alias("p_country"),

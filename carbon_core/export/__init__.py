@@ -4,7 +4,8 @@ from carbon_core.export.carbon_exports import (
     EXPORT_COLUMNS,
     ExportReport,
     export_carbon,
+    export_lake,
     to_export_rows,
 )
 
-__all__ = ["EXPORT_COLUMNS", "ExportReport", "export_carbon", "to_export_rows"]
+__all__ = ["EXPORT_COLUMNS", "ExportReport", "export_carbon", "export_lake", "to_export_rows"]

@@ -10,13 +10,14 @@ import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from carbon_core.calendar import month_range, shift_month
 from carbon_core.errors import InputError
-from carbon_core.months import add_months
+from carbon_core.lake import table_commit_time, tables
 from carbon_core.schemas import EDGE_KIND, EDGE_LOCATION
 
 ExportFormat = Literal["csv", "parquet"]
@@ -113,7 +114,7 @@ class _Files:
     """Hadoop FileSystem calls, so exports work on local disks and object stores alike."""
 
     def __init__(self, spark: SparkSession, root: str) -> None:
-        jvm = spark.sparkContext._jvm  # Hadoop FS has no Python API
+        jvm: Any = spark.sparkContext._jvm  # Hadoop FS has no Python API
         self._jvm = jvm
         self._path = jvm.org.apache.hadoop.fs.Path
         conf = spark.sparkContext._jsc.hadoopConfiguration()
@@ -163,7 +164,7 @@ def export_carbon(
     )  # one row per payer account: small
     new_payers = [p for p in payers if not files.exists(f"{root}/{p}")]
     last = max(months)
-    backfill_from = add_months(last, -(history_months - 1))
+    backfill_from = shift_month(last, -(history_months - 1))
     period = F.to_date(F.substring("usage_period_start", 1, 10))
     requested = period.isin(*[F.lit(m) for m in months])
     backfill = (
@@ -178,7 +179,9 @@ def export_carbon(
     files.delete(staging)
     writer = (
         selected.repartition("_part")
-        .sortWithinPartitions("usage_account_id", "region_code", "product_code")
+        # _part first: a partitioned write sorts by it and would otherwise drop the rest
+        # of the order, leaving files whose rows come in any order.
+        .sortWithinPartitions("_part", "usage_account_id", "region_code", "product_code")
         .write.partitionBy("_part")
         .mode("overwrite")
     )
@@ -213,6 +216,39 @@ def export_carbon(
         + (f", first export (backfill) for {len(new_payers)} payer(s)" if new_payers else "")
     )
     return report
+
+
+def export_lake(
+    spark: SparkSession,
+    lake: str | Path,
+    out: str | Path,
+    *,
+    month_from: dt.date | None = None,
+    month_to: dt.date | None = None,
+    fmt: ExportFormat = "csv",
+    history_months: int = 38,
+    log: Callable[[str], None] = print,
+) -> ExportReport:
+    """Export the lake's gold/account_emissions for a month range (default: its latest
+    month); `last_refresh_timestamp` is the time of that table's last commit."""
+    emissions = tables.read_lake_table(spark, lake, tables.ACCOUNT_EMISSIONS)
+    if month_from is None or month_to is None:
+        bounds = emissions.agg(F.max("month")).first()
+        latest = bounds[0] if bounds is not None else None
+        if latest is None:
+            raise InputError(f"{tables.ACCOUNT_EMISSIONS.name} is empty: nothing to export")
+        month_from, month_to = month_from or latest, month_to or latest
+    return export_carbon(
+        spark,
+        emissions,
+        tables.read_lake_table(spark, lake, tables.bronze("clusters")),
+        out,
+        months=month_range(month_from, month_to),
+        refreshed_at=table_commit_time(spark, tables.ACCOUNT_EMISSIONS.uri(lake)),
+        fmt=fmt,
+        history_months=history_months,
+        log=log,
+    )
 
 
 def _unescape(value: str) -> str:

@@ -1,4 +1,4 @@
-"""Site codes (METHODOLOGY section 4, "Codes first").
+"""Site codes (docs/methodology.md §4.1).
 
 Country and subdivision codes are normalised (trim, upper case, empty -> null);
 a missing country comes from the subdivision's prefix; a country or subdivision

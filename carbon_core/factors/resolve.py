@@ -1,4 +1,4 @@
-"""Emission-factor resolution (METHODOLOGY sections 4 and 5).
+"""Emission-factor resolution (docs/methodology.md §4 and §5).
 
 Levels, most precise first: eGRID subregion (US sites, by ZIP), subdivision,
 country, global. The most precise level that has a factor for any year wins;

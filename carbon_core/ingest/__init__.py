@@ -4,10 +4,8 @@ from carbon_core.ingest.bronze import (
     INGEST_ORDER,
     DatasetReport,
     IngestReport,
-    bronze_path,
     ingest_dataset,
     ingest_landing,
-    quarantine_path,
     read_bronze,
 )
 from carbon_core.ingest.landing import read_landing
@@ -17,10 +15,8 @@ __all__ = [
     "INGEST_ORDER",
     "DatasetReport",
     "IngestReport",
-    "bronze_path",
     "ingest_dataset",
     "ingest_landing",
-    "quarantine_path",
     "read_bronze",
     "read_landing",
     "validate",

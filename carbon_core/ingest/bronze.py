@@ -39,13 +39,12 @@ from carbon_core.lake import (
     restore_tables,
     table_exists,
     table_version,
+    tables,
     write_table,
 )
 from carbon_core.reference import ReferenceTables
 from carbon_core.schemas import Dataset
 
-BRONZE = "bronze"
-QUARANTINE = "quarantine"
 INGEST_STAGE = "ingest"
 INGEST_STAGE_PREDICATE = f"stage = '{INGEST_STAGE}'"
 INGESTED_AT = "_ingested_at"
@@ -127,22 +126,12 @@ class IngestReport:
         )
 
 
-def bronze_path(lake: str | Path, name: str) -> Path:
-    """lake/bronze/<dataset>."""
-    return Path(lake) / BRONZE / name
-
-
-def quarantine_path(lake: str | Path, name: str) -> Path:
-    """lake/quarantine/<dataset>."""
-    return Path(lake) / QUARANTINE / name
-
-
-def read_bronze(spark: SparkSession, lake: str | Path, name: str) -> DataFrame:
+def read_bronze(spark: SparkSession, lake: tables.Lake, name: str) -> DataFrame:
     """The bronze table of a dataset; InputError when it was never ingested.
 
     An optional dataset missing from a lake ingested before it existed reads as empty,
     as a missing landing folder would have made it."""
-    path = bronze_path(lake, name)
+    path = tables.bronze(name).uri(lake)
     if not table_exists(spark, path):
         dataset = schemas.DATASETS_BY_NAME.get(name)
         if dataset is not None and not dataset.mandatory:
@@ -190,7 +179,7 @@ def _read_failure(error: Exception) -> str | None:
 
 # Statistics (min, max, null count) are collected only for the time column of the two
 # hourly tables, the one a reader of some months filters on: the other columns'
-# statistics cost a third of the bronze write (10M usage rows: 21 s -> 14 s).
+# statistics would cost a large share of the bronze write and skip no file.
 STATS_COLUMNS_PROPERTY = "delta.dataSkippingStatsColumns"
 BRONZE_STATS_COLUMNS: dict[str, tuple[str, ...]] = {
     "usage": ("usage_start",),
@@ -210,8 +199,8 @@ MAX_BROADCAST_REPEATED_KEYS = 2_000_000
 
 
 # Keys each task of the repeated-key count holds, at most. Smaller hash maps count
-# faster (10M telemetry keys: 17.5 s in 8 AQE-sized tasks, 11.4 s in 96), and the
-# number of tasks must grow with the rows: at 1e9 rows, 8 tasks would spill to disk.
+# faster than a few AQE-sized ones, and the number of tasks must grow with the rows,
+# or a billion keys in a handful of tasks would spill to disk.
 KEYS_PER_COUNTING_TASK = 1_000_000
 
 
@@ -268,7 +257,7 @@ def _observed(observation: Observation) -> tuple[int, int]:
 def _write_both_passes(
     validated: DataFrame,
     dataset: Dataset,
-    lake: Path,
+    lake: str,
     *,
     rows_in: int,
     ingested_at: dt.datetime,
@@ -278,7 +267,7 @@ def _write_both_passes(
     in_bronze = Observation(f"ingest {dataset.name} bronze")
     write_table(
         to_bronze(_observe_reasons(validated, in_bronze), dataset, ingested_at),
-        bronze_path(lake, dataset.name),
+        tables.bronze(dataset.name).uri(lake),
         mode="overwrite",
         properties=bronze_properties(dataset),
     )
@@ -291,7 +280,7 @@ def _write_both_passes(
     in_quarantine = Observation(f"ingest {dataset.name} quarantine")
     replace_where(
         to_quarantine(_observe_reasons(validated, in_quarantine), ingested_at),
-        quarantine_path(lake, dataset.name),
+        tables.quarantine(dataset.name).uri(lake),
         predicate=INGEST_STAGE_PREDICATE,
     )
     valid, rejected = _observed(in_quarantine)
@@ -306,7 +295,7 @@ def _write_both_passes(
 def ingest_dataset(
     spark: SparkSession,
     landing: Path,
-    lake: Path,
+    lake: str,
     dataset: Dataset,
     *,
     reference: ReferenceTables,
@@ -316,8 +305,8 @@ def ingest_dataset(
 
     The landing rows are validated twice, once as bronze is written and once as
     quarantine is, rather than persisted between the two writes: building and
-    reading the cached copy cost more than validating again (10M usage rows: 13 s
-    against 8.5 s), and at a billion rows the copy would spill tens of GB to disk.
+    reading the cached copy costs more than validating again, and at a billion rows
+    the copy would spill tens of GB to disk.
     Both passes count valid and rejected rows as they go; if the counts disagree
     with each other or with the landing rows, both tables are put back and the
     dataset fails. So does any other failure after the bronze commit.
@@ -326,8 +315,8 @@ def ingest_dataset(
     spark.sparkContext.setJobGroup(f"ingest/{dataset.name}", f"carbonlake ingest {dataset.name}")
     parents = {name: read_bronze(spark, lake, name) for name in PARENTS[dataset.name]}
     rows = read_landing(spark, landing, dataset)
-    tables = (bronze_path(lake, dataset.name), quarantine_path(lake, dataset.name))
-    checkpoints = [TableCheckpoint(str(path), table_version(spark, path)) for path in tables]
+    written = (tables.bronze(dataset.name).uri(lake), tables.quarantine(dataset.name).uri(lake))
+    checkpoints = [TableCheckpoint(uri, table_version(spark, uri)) for uri in written]
     repeated: DataFrame | None = None
     ranked: DataFrame | None = None
     try:
@@ -380,7 +369,7 @@ def ingest_landing(
         report = ingest_dataset(
             spark,
             Path(landing),
-            Path(lake),
+            str(lake),
             schemas.DATASETS_BY_NAME[name],
             reference=reference,
             ingested_at=ingested_at,

@@ -6,8 +6,8 @@ dataset's columns as untouched strings, the row's values as a struct
 and rules come later (rules.py), so nothing is dropped or inferred here.
 
 The values become the JSON text `raw` (raw_json) only for the rows that need it, the
-rejected ones and the key candidates: printing every row as JSON is costly (10M
-telemetry rows: 12.6 s, against 1.3 s to read one of their columns).
+rejected ones and the key candidates: printing every row as JSON costs several
+times the reading of the row (docs/benchmarks.md).
 
 One exception keeps large typed Parquet landings cheap: when a dataset is only
 Parquet, a column stored with exactly its contract type (a timestamp for a
@@ -120,7 +120,7 @@ _TO_THE_END = 2**31 - 1  # substring's length for "the rest of the string"
 def _file_path(uri_column: Column) -> Column:
     """A local file URI (file:/a%20b.csv) as the plain path; other schemes unchanged."""
     # Evaluated for every landing row: prefix tests and substrings to the end (a length
-    # would count the characters of every path: 3 s per 10M rows), no regular expression,
+    # would count the characters of every path of every row), no regular expression,
     # and the decoder only for paths that were percent-encoded.
     local = F.when(
         uri_column.startswith("file://"), F.substring(uri_column, 8, _TO_THE_END)

@@ -26,8 +26,7 @@ from carbon_core.ingest.landing import MALFORMED, RAW, RAW_VALUES, SOURCE_FILE, 
 from carbon_core.schemas import Dataset
 
 # The reasons so far, joined by REASON_SEPARATOR; null while the row passes. A string,
-# not an array: an array was allocated per row and step even for valid rows (half the
-# cost of checking 10M usage rows).
+# not an array: an array would be allocated per row and step even for valid rows.
 REASONS = "_reasons"
 REASON = "reason"
 REASON_SEPARATOR = "; "
@@ -245,8 +244,8 @@ def cast_typed(df: DataFrame, dataset: Dataset) -> DataFrame:
     }
     present = {f.name: f"_present_{i}" for i, f in enumerate(fields)}
     # Two projections: the reasons read the parsed columns instead of repeating the
-    # parsers, which sit inside conditionals that Spark does not deduplicate (the
-    # reasons once cost twice the parsing: 15 of 23 s per million usage rows).
+    # parsers, which sit inside conditionals that Spark does not deduplicate (one
+    # projection would parse every value once more per reason that reads it).
     parsed = df.select(
         *(
             (
@@ -452,17 +451,25 @@ def service_catalog_rules(df: DataFrame, parents: Parents, fuel_factors: DataFra
     )
 
 
+def _with_accounts_payer(
+    df: DataFrame, accounts: DataFrame, column: str, *, flag: str
+) -> DataFrame:
+    """Look `column` up among the accounts: `flag` where found, and that account's payer
+    as `<flag>_payer`."""
+    return lookup(
+        df,
+        accounts,
+        on=[(column, "account_id")],
+        flag=flag,
+        carry={f"{flag}_payer": "payer_account_id"},
+    )
+
+
 def usage_rules(df: DataFrame, parents: Parents, fuel_factors: DataFrame) -> DataFrame:
     """Hourly start; accounts, payer link, product and region exist; amount >= 0."""
     accounts = parents["accounts"]
     with_payer = lookup(df, accounts, on=[("payer_account_id", "account_id")], flag="_payer")
-    with_account = lookup(
-        with_payer,
-        accounts,
-        on=[("usage_account_id", "account_id")],
-        flag="_account",
-        carry={"_account_payer": "payer_account_id"},
-    )
+    with_account = _with_accounts_payer(with_payer, accounts, "usage_account_id", flag="_account")
     with_product = lookup(
         with_account,
         parents["service_catalog"],
@@ -611,8 +618,8 @@ def repeated_key_hashes(
     Every row counts, valid or not, so the rows carrying these hashes are a superset
     of the duplicate keys among valid rows (and a hash collision only adds a few).
     The aggregation shuffles one long per row, where ranking every row by key would
-    shuffle and sort whole rows with their raw text (8.5 GB and 41 GB of spill for
-    telemetry at 1e8 rows). `partitions` sets how many tasks count the hashes (each
+    shuffle and sort whole rows with their raw text, spilling many times the input to
+    disk at scale. `partitions` sets how many tasks count the hashes (each
     holds its share of the distinct keys in memory); None leaves it to the session.
     """
     keys = cast_typed(landing, dataset).select(_key_hash(dataset.key).alias(KEY_HASH))
@@ -654,13 +661,7 @@ def flag_duplicates(df: DataFrame, key: Sequence[str]) -> DataFrame:
 def accounts_self_rules(df: DataFrame) -> DataFrame:
     """A payer is a kept account whose own row names itself as payer."""
     kept = df.where(_is_clean())
-    looked_up = lookup(
-        df,
-        kept,
-        on=[("payer_account_id", "account_id")],
-        flag="_payer",
-        carry={"_payer_payer": "payer_account_id"},
-    )
+    looked_up = _with_accounts_payer(df, kept, "payer_account_id", flag="_payer")
     not_self_paying = _found("_payer") & (F.col("_payer_payer") != F.col("payer_account_id"))
     return add_reasons(
         looked_up,

@@ -8,8 +8,13 @@ import datetime as dt
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from carbon_core.allocation.columns import conform
-from carbon_core.schemas import EDGE_KIND, EDGE_LOCATION, GREENER_REGIONS, REGION_BENCHMARKS
+from carbon_core.schemas import (
+    EDGE_KIND,
+    EDGE_LOCATION,
+    GREENER_REGIONS,
+    REGION_BENCHMARKS,
+    conform,
+)
 
 FOUNDATIONAL = "foundational"
 LEVEL_SEPARATOR = ","

@@ -30,7 +30,7 @@ The model, step by step (each step is a number an auditor can recompute):
    12 months (1 for a region without any).
 5. LBM = E_fc(m) x [i_other + i_s2lbm x g_r(year(m))].
 6. MBM. Announced contracts (bronze energy_contracts) overlapping forecast months are
-   spread over months (carbon_core.periods, in proportion to seconds). Site-bound ones
+   spread over months (carbon_core.calendar, in proportion to seconds). Site-bound ones
    go to their site's cluster; boundary ones are split over the clusters having sites in
    that market boundary in proportion to the cluster's forecast energy times the share
    of the cluster's site energy that is in the boundary (last 12 months of
@@ -49,8 +49,9 @@ The model, step by step (each step is a number an auditor can recompute):
    scored against the actual totals: MAPE (in percent) = mean over held-out months with
    a non-zero actual of |forecast - actual| / actual x 100, for LBM and MBM. Null when a
    series has no month before the held-out window or no held-out month with a non-zero
-   actual. The columns backtest_mape_lbm/mbm repeat it on every row of the series; the
-   summary (`backtest_summary`) goes into the table property `carbonlake.backtest`.
+   actual. The columns backtest_mape_lbm/mbm repeat it on every row of the series, and
+   gold/forecast_backtest holds it once per series with the forecast's method and the
+   number of held-out months the series was forecast over (0 without a month before them).
 
 Series are fitted in parallel on the executors with groupBy().applyInPandas(): the fit
 is an optimisation that column expressions cannot express; nothing but small per-region
@@ -60,13 +61,10 @@ and per-zone aggregates reaches the driver.
 from __future__ import annotations
 
 import datetime as dt
-import json
-import statistics
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import reduce
-from pathlib import Path
 from statistics import NormalDist
 from typing import Any
 
@@ -78,11 +76,12 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from carbon_core import schemas
-from carbon_core.config import ForecastSettings, parse_month
+from carbon_core.calendar import month_range, parse_month, shift_month, spread_over_months
+from carbon_core.config import ForecastSettings
+from carbon_core.ingest import read_bronze
 from carbon_core.insight.rollups import ROLLUP_QUANTITIES
-from carbon_core.lake import read_table, set_table_properties, write_table
-from carbon_core.months import add_months, month_range
-from carbon_core.periods import spread_over_months
+from carbon_core.lake import tables
+from carbon_core.schemas import conform
 
 SERIES_KEYS: tuple[str, ...] = ("payer_account_id", "region_code", "location", "product_code")
 # Water has no carbon: the forecast follows energy and emissions only.
@@ -93,7 +92,6 @@ RUN_FORECAST = "forecast"
 RUN_BACKTEST = "backtest"
 # Intensities, zone weights and boundary shares describe the recent past: one year.
 RECENT_MONTHS = 12
-BACKTEST_PROPERTY = "carbonlake.backtest"
 
 FIT_SCHEMA = T.StructType(
     [T.StructField(k, T.StringType(), True) for k in SERIES_KEYS]
@@ -258,11 +256,11 @@ def _fit_series_group(
     keys = {k: pdf[k].iloc[0] for k in SERIES_KEYS}
     values = pdf[["month", "energy_kwh", "scope1_kg", "scope2_lbm_kg", "scope3_kg"]]
     history = _complete_history(values, last_actual)
-    train_end = add_months(last_actual, -holdout_months)
-    runs = [(RUN_FORECAST, history, add_months(last_actual, 1), horizon_end)]
+    train_end = shift_month(last_actual, -holdout_months)
+    runs = [(RUN_FORECAST, history, shift_month(last_actual, 1), horizon_end)]
     training = history[history["month"] <= train_end].reset_index(drop=True)
     if len(training):
-        runs.append((RUN_BACKTEST, training, add_months(train_end, 1), last_actual))
+        runs.append((RUN_BACKTEST, training, shift_month(train_end, 1), last_actual))
     frames = []
     for run, past, first, last in runs:
         if first > last:
@@ -337,7 +335,7 @@ def zone_multipliers(
 
 
 def _recent(site_monthly: DataFrame, last_actual: dt.date) -> DataFrame:
-    first = add_months(last_actual, 1 - RECENT_MONTHS)
+    first = shift_month(last_actual, 1 - RECENT_MONTHS)
     return site_monthly.where(F.col("month").between(F.lit(first), F.lit(last_actual)))
 
 
@@ -532,7 +530,7 @@ def _same_series(left: str, right: str, extra: Sequence[str] = ()) -> Column:
 
 
 def backtest_mape(backtest: DataFrame, history: DataFrame) -> DataFrame:
-    """Per series, MAPE (percent) of the held-out months' LBM and MBM forecasts."""
+    """Per series, the held-out months and the MAPE (percent) of their LBM and MBM forecasts."""
     scored = backtest.alias("b").join(
         history.alias("h"), _same_series("b", "h", ("month",)), "left"
     )
@@ -543,6 +541,7 @@ def backtest_mape(backtest: DataFrame, history: DataFrame) -> DataFrame:
         return F.avg(F.when(actual != 0, error)) * 100
 
     return scored.groupBy(*[F.col(f"b.{k}").alias(k) for k in SERIES_KEYS]).agg(
+        F.count_distinct("b.month").cast(T.IntegerType()).alias("holdout_months"),
         percent_error("total_lbm_kg").alias("backtest_mape_lbm"),
         percent_error("total_mbm_kg").alias("backtest_mape_mbm"),
     )
@@ -553,6 +552,14 @@ def _materialised(small: DataFrame) -> DataFrame:
     return small.sparkSession.createDataFrame(small.collect(), small.schema)
 
 
+@dataclass(frozen=True)
+class ForecastTables:
+    """gold/forecast and gold/forecast_backtest of one build (lazy frames)."""
+
+    forecast: DataFrame  # schemas.FORECAST
+    backtest: DataFrame  # schemas.FORECAST_BACKTEST: one row per forecast series
+
+
 def build_forecast(
     account_emissions: DataFrame,
     site_monthly: DataFrame,
@@ -560,20 +567,24 @@ def build_forecast(
     sites: DataFrame,
     grid_factors: DataFrame,
     settings: ForecastSettings,
-) -> DataFrame:
-    """gold/forecast (schemas.FORECAST) from the whole account_emissions history."""
+) -> ForecastTables:
+    """gold/forecast and its per-series backtest from the whole account_emissions history."""
     spark = account_emissions.sparkSession
     # Read by the fits and by the backtest's scoring.
     history = series_history(account_emissions).persist(StorageLevel.MEMORY_AND_DISK)
-    last_actual = history.agg(F.max("month")).first()[0]
+    latest = history.agg(F.max("month")).first()
+    last_actual = latest[0] if latest is not None else None
     horizon_end = parse_month(settings.horizon_end)
     if last_actual is None:
-        return spark.createDataFrame([], schemas.FORECAST)
+        return ForecastTables(
+            spark.createDataFrame([], schemas.FORECAST),
+            spark.createDataFrame([], schemas.FORECAST_BACKTEST),
+        )
     # The fits feed the region totals, the emissions and the backtest: fit each series once.
     fits = fit_series(
         history, last_actual=last_actual, horizon_end=horizon_end, settings=settings
     ).persist(StorageLevel.MEMORY_AND_DISK)
-    first_month = add_months(last_actual, 1 - settings.holdout_months)
+    first_month = shift_month(last_actual, 1 - settings.holdout_months)
     years = list(range(first_month.year, max(horizon_end.year, last_actual.year) + 1))
     grid = grid_multipliers(site_monthly, grid_factors, last_actual=last_actual, years=years)
     region_energy = fits.groupBy("region_code", "month").agg(
@@ -586,9 +597,12 @@ def build_forecast(
     )
     emissions = _emissions(fits, grid, coverage)
     holdout = history.where(F.col("month") >= F.lit(first_month))
-    mape = backtest_mape(emissions.where(F.col("run") == RUN_BACKTEST), holdout)
+    # Joined to both tables: score each series once.
+    mape = backtest_mape(emissions.where(F.col("run") == RUN_BACKTEST), holdout).persist(
+        StorageLevel.MEMORY_AND_DISK
+    )
     forecast = emissions.where(F.col("run") == RUN_FORECAST).alias("f")
-    return (
+    forecast_table = (
         forecast.join(mape.alias("m"), _same_series("f", "m"), how="left")
         .select(
             *[F.col(f"f.{k}").alias(k) for k in SERIES_KEYS],
@@ -599,70 +613,65 @@ def build_forecast(
             F.lit(settings.interval_level).cast(T.DoubleType()).alias("interval_level"),
             *[
                 F.col(f"f.{c}").alias(c)
-                for c in (
-                    "energy_kwh",
-                    "total_lbm_kg",
-                    "lbm_lower_kg",
-                    "lbm_upper_kg",
-                    "total_mbm_kg",
-                    "mbm_lower_kg",
-                    "mbm_upper_kg",
-                    "covered_share",
-                )
+                for c in ("energy_kwh", *schemas.FORECAST_BANDS, "covered_share")
             ],
             F.col("m.backtest_mape_lbm").alias("backtest_mape_lbm"),
             F.col("m.backtest_mape_mbm").alias("backtest_mape_mbm"),
         )
-        .to(schemas.FORECAST)
+        .transform(conform, schemas.FORECAST)
     )
-
-
-def _median(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None
-
-
-def backtest_summary(forecast: DataFrame, settings: ForecastSettings) -> dict[str, Any]:
-    """Holdout months, series counts by method, median and per-series MAPE of a forecast."""
-    per_series = (
-        forecast.groupBy(*SERIES_KEYS, "method", "last_actual_month")
-        .agg(
-            F.first("backtest_mape_lbm").alias("mape_lbm"),
-            F.first("backtest_mape_mbm").alias("mape_mbm"),
+    # The series of gold/forecast, with the method of their forecast run.
+    series = fits.where(F.col("run") == RUN_FORECAST).select(*SERIES_KEYS, "method").distinct()
+    backtest_table = (
+        series.alias("s")
+        .join(mape.alias("m"), _same_series("s", "m"), how="left")
+        .select(
+            *[F.col(f"s.{k}").alias(k) for k in SERIES_KEYS],
+            F.col("s.method").alias("method"),
+            F.lit(last_actual).alias("last_actual_month"),
+            F.coalesce(F.col("m.holdout_months"), F.lit(0)).alias("holdout_months"),
+            F.col("m.backtest_mape_lbm").alias("backtest_mape_lbm"),
+            F.col("m.backtest_mape_mbm").alias("backtest_mape_mbm"),
         )
-        .orderBy(*SERIES_KEYS)
-        .collect()
+        .transform(conform, schemas.FORECAST_BACKTEST)
     )
-    last_actual = per_series[0]["last_actual_month"] if per_series else None
+    return ForecastTables(forecast_table, backtest_table)
+
+
+def backtest_summary(backtest: DataFrame, settings: ForecastSettings) -> dict[str, Any]:
+    """Holdout months, series counts by method and median MAPE of gold/forecast_backtest."""
+    by_method = {
+        r["method"]: r["series"]
+        for r in backtest.groupBy("method").agg(F.count(F.lit(1)).alias("series")).collect()
+    }
+    totals = backtest.agg(
+        F.max("last_actual_month").alias("last_actual"),
+        F.count("backtest_mape_lbm").alias("scored_lbm"),
+        F.count("backtest_mape_mbm").alias("scored_mbm"),
+        # Exact, interpolated between the two middle values like statistics.median.
+        F.median("backtest_mape_lbm").alias("median_lbm"),
+        F.median("backtest_mape_mbm").alias("median_mbm"),
+    ).first()
+    last_actual = totals["last_actual"] if totals is not None else None
     holdout = (
-        month_range(add_months(last_actual, 1 - settings.holdout_months), last_actual)
+        month_range(shift_month(last_actual, 1 - settings.holdout_months), last_actual)
         if last_actual
         else []
     )
-    by_method: dict[str, int] = {}
-    for row in per_series:
-        by_method[row["method"]] = by_method.get(row["method"], 0) + 1
-    lbm = [r["mape_lbm"] for r in per_series if r["mape_lbm"] is not None]
-    mbm = [r["mape_mbm"] for r in per_series if r["mape_mbm"] is not None]
     return {
         "last_actual_month": f"{last_actual:%Y-%m}" if last_actual else None,
         "holdout_months": [f"{m:%Y-%m}" for m in holdout],
         "horizon_end": settings.horizon_end,
         "interval_level": settings.interval_level,
         "mape_unit": "percent",
-        "series": len(per_series),
+        "series": sum(by_method.values()),
         "series_by_method": dict(sorted(by_method.items())),
-        "series_scored": {"lbm": len(lbm), "mbm": len(mbm)},
-        "median_mape_lbm": _median(lbm),
-        "median_mape_mbm": _median(mbm),
-        "per_series": [
-            {
-                **{k: row[k] for k in SERIES_KEYS},
-                "method": row["method"],
-                "mape_lbm": row["mape_lbm"],
-                "mape_mbm": row["mape_mbm"],
-            }
-            for row in per_series
-        ],
+        "series_scored": {
+            "lbm": totals["scored_lbm"] if totals else 0,
+            "mbm": totals["scored_mbm"] if totals else 0,
+        },
+        "median_mape_lbm": totals["median_lbm"] if totals else None,
+        "median_mape_mbm": totals["median_mbm"] if totals else None,
     }
 
 
@@ -683,32 +692,21 @@ def summary_line(summary: dict[str, Any]) -> str:
 
 def write_forecast(
     spark: SparkSession,
-    lake: Path | str,
+    lake: tables.Lake,
     *,
     settings: ForecastSettings,
     grid_factors: DataFrame,
 ) -> dict[str, Any]:
-    """Rebuild gold/forecast from the lake (overwrite) and store the backtest summary on it."""
-    from carbon_core.ingest import read_bronze
-    from carbon_core.pipeline import (
-        GOLD_ACCOUNT_EMISSIONS,
-        GOLD_FORECAST,
-        SILVER_SITE_MONTHLY,
-        lake_path,
-        read_lake_table,
-    )
-
-    forecast = build_forecast(
-        read_lake_table(spark, lake, GOLD_ACCOUNT_EMISSIONS),
-        read_lake_table(spark, lake, SILVER_SITE_MONTHLY),
+    """Rebuild gold/forecast and gold/forecast_backtest from the lake; the backtest summary."""
+    built = build_forecast(
+        tables.read_lake_table(spark, lake, tables.ACCOUNT_EMISSIONS),
+        tables.read_lake_table(spark, lake, tables.SITE_MONTHLY),
         read_bronze(spark, lake, "energy_contracts"),
         read_bronze(spark, lake, "sites"),
         grid_factors,
         settings,
     )
-    path = lake_path(lake, GOLD_FORECAST)
-    write_table(forecast, path, mode="overwrite")
+    tables.overwrite_lake_table(built.forecast, lake, tables.FORECAST)
+    tables.overwrite_lake_table(built.backtest, lake, tables.FORECAST_BACKTEST)
     # Summarise the written table rather than recompute the fits.
-    summary = backtest_summary(read_table(spark, path), settings)
-    set_table_properties(spark, path, {BACKTEST_PROPERTY: json.dumps(summary)})
-    return summary
+    return backtest_summary(tables.read_lake_table(spark, lake, tables.FORECAST_BACKTEST), settings)

@@ -9,9 +9,8 @@ from collections.abc import Sequence
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from carbon_core.allocation.columns import conform
 from carbon_core.allocation.invariants import InvariantResult
-from carbon_core.schemas import BU_MONTHLY, QUANTITIES, UNMAPPED_BUSINESS_UNIT
+from carbon_core.schemas import BU_MONTHLY, QUANTITIES, UNMAPPED_BUSINESS_UNIT, conform
 
 # Every summable column of gold/account_emissions.
 ROLLUP_QUANTITIES: tuple[str, ...] = (*QUANTITIES, "total_lbm_kg", "total_mbm_kg")

@@ -4,36 +4,27 @@ The path starts at the baseline year's annual total of the business unit (LBM or
 falls linearly to (1 - reduction_percent / 100) x baseline in the target year; later years
 stay at the target level. A year with fewer than 12 months of data is annualised
 (total x 12 / months) before it is compared, and so is a partial baseline year.
+Every run rebuilds gold/target_progress from the whole of gold/bu_monthly; the report
+reads that table.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from carbon_core.allocation.columns import conform
 from carbon_core.config import TargetSettings
-from carbon_core.schemas import TARGET_PROGRESS
+from carbon_core.lake import tables
+from carbon_core.schemas import TARGET_PROGRESS, conform
 
-# Delta table property of gold/bu_monthly holding target_progress as a JSON array.
-TARGETS_PROPERTY = "carbonlake.targets"
 MONTHS_PER_YEAR = 12
 BASIS_COLUMNS = {"lbm": "total_lbm_kg", "mbm": "total_mbm_kg"}
-JSON_DIGITS = 6  # kg to the milligram: re-runs on the same data give the same text
-
-
-def path_kg(target: TargetSettings, baseline_kg: float, year: int) -> float:
-    """The straight-line path's annual kg in a year (the baseline before the baseline year)."""
-    span = target.target_year - target.baseline_year
-    elapsed = min(max(year - target.baseline_year, 0), span)
-    return baseline_kg * (1.0 - target.reduction_percent / 100.0 * elapsed / span)
 
 
 def _path(baseline: Column, year: Column) -> Column:
-    """Column form of path_kg (same formula) over the target's columns."""
+    """The straight-line path's annual kg in a year (the baseline before the baseline year)."""
     span = F.col("target_year") - F.col("baseline_year")
     elapsed = F.least(F.greatest(year - F.col("baseline_year"), F.lit(0)), span)
     return baseline * (F.lit(1.0) - F.col("reduction_percent") / 100.0 * elapsed / span)
@@ -50,10 +41,11 @@ def target_progress(bu_monthly: DataFrame, targets: Sequence[TargetSettings]) ->
         (i, t.business_unit, t.basis, t.baseline_year, t.target_year, float(t.reduction_percent))
         for i, t in enumerate(targets)
     ]
+    # Non-nullable: they carry the keys of gold/target_progress through the joins.
     target_frame = spark.createDataFrame(
         rows,
-        "target_index int, business_unit string, basis string, baseline_year int, "
-        "target_year int, reduction_percent double",
+        "target_index int not null, business_unit string not null, basis string not null, "
+        "baseline_year int not null, target_year int not null, reduction_percent double",
     )
     basis_kg = F.when(F.col("basis") == "lbm", F.col("lbm_kg")).otherwise(F.col("mbm_kg"))
     annual = (
@@ -102,16 +94,11 @@ def target_progress(bu_monthly: DataFrame, targets: Sequence[TargetSettings]) ->
     return conform(progress, TARGET_PROGRESS)
 
 
-def progress_json(progress: DataFrame) -> str:
-    """target_progress as a compact JSON array (one object per target x year; small)."""
-    records = []
-    ordered = progress.orderBy(
-        "business_unit", "basis", "baseline_year", "target_year", "reduction_percent", "year"
+def write_target_progress(
+    spark: SparkSession, lake: tables.Lake, targets: Sequence[TargetSettings]
+) -> str:
+    """Rebuild gold/target_progress from gold/bu_monthly (empty without targets); its URI."""
+    bu_monthly = tables.read_lake_table(spark, lake, tables.BU_MONTHLY)
+    return tables.overwrite_lake_table(
+        target_progress(bu_monthly, targets), lake, tables.TARGET_PROGRESS
     )
-    for row in ordered.collect():
-        record = row.asDict()
-        for name, value in record.items():
-            if isinstance(value, float):
-                record[name] = round(value, JSON_DIGITS)
-        records.append(record)
-    return json.dumps(records, separators=(",", ":"), sort_keys=False)

@@ -1,4 +1,4 @@
-"""Delta Lake I/O: the only module that writes tables."""
+"""Delta Lake I/O (the only module that writes tables) and the table catalog."""
 
 from carbon_core.lake.delta_io import (
     TableCheckpoint,
@@ -6,6 +6,7 @@ from carbon_core.lake.delta_io import (
     merge_into,
     read_table,
     replace_months,
+    replace_rows,
     replace_where,
     restore_tables,
     set_table_properties,
@@ -22,6 +23,7 @@ __all__ = [
     "merge_into",
     "read_table",
     "replace_months",
+    "replace_rows",
     "replace_where",
     "restore_tables",
     "set_table_properties",

@@ -63,14 +63,21 @@ def ensure_table(
     *,
     schema: T.StructType,
     partition_by: Sequence[str] = (),
+    checks: Mapping[str, str] | None = None,
 ) -> None:
-    """Create an empty table with the schema unless one exists."""
+    """Create an empty table with the schema unless one exists.
+
+    Non-nullable fields become NOT NULL columns; `checks` (name -> SQL condition) become
+    CHECK constraints, one commit each, so that Delta refuses a write breaking them.
+    """
     if table_exists(spark, path):
         return
     builder = DeltaTable.createIfNotExists(spark).location(_uri(path)).addColumns(schema)
     if partition_by:
         builder = builder.partitionedBy(*partition_by)
     builder.execute()
+    for name, condition in (checks or {}).items():
+        spark.sql(f"ALTER TABLE delta.`{_uri(path)}` ADD CONSTRAINT {name} CHECK ({condition})")
 
 
 def write_table(
@@ -129,6 +136,12 @@ def replace_months(
         .option("replaceWhere", _months_predicate(months, month_column))
         .save(_uri(path))
     )
+
+
+def replace_rows(df: DataFrame, path: str | Path) -> None:
+    """Replace every row of an existing table with df in one commit, keeping the table's
+    schema and constraints (an overwrite that replaced the schema would drop NOT NULL)."""
+    df.write.format("delta").mode("overwrite").save(_uri(path))
 
 
 def replace_where(df: DataFrame, path: str | Path, *, predicate: str) -> None:

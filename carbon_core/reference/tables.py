@@ -66,7 +66,7 @@ def _read_reference_csv(file: Path, schema: T.StructType) -> list[tuple[object, 
             raise InputError(f"reference table {file} lacks column(s): {', '.join(missing)}")
         rows = []
         for line_number, record in enumerate(reader, start=2):
-            values = []
+            values: list[object] = []
             for field in schema.fields:
                 text = (record.get(field.name) or "").strip()
                 if text == "":

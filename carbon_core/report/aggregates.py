@@ -12,6 +12,7 @@ import datetime as dt
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from carbon_core import schemas
 from carbon_core.insight.benchmarks import greener_regions
 from carbon_core.insight.rollups import ROLLUP_QUANTITIES
 
@@ -182,17 +183,12 @@ def payer_bu_monthly_totals(
 
 def forecast_by_month(forecast: DataFrame) -> DataFrame:
     """Per forecast month: LBM and MBM with summed interval bounds (a conservative band)."""
-    columns = (
-        "total_lbm_kg",
-        "lbm_lower_kg",
-        "lbm_upper_kg",
-        "total_mbm_kg",
-        "mbm_lower_kg",
-        "mbm_upper_kg",
-    )
     return (
         forecast.groupBy("month")
-        .agg(*(_sum(c) for c in columns), F.max("interval_level").alias("interval_level"))
+        .agg(
+            *(_sum(c) for c in schemas.FORECAST_BANDS),
+            F.max("interval_level").alias("interval_level"),
+        )
         .orderBy("month")
     )
 
@@ -205,17 +201,9 @@ def _mape_bucket(column: str) -> Column:
     return bucket.otherwise(F.lit(MAPE_OVER))
 
 
-def backtest_summary(forecast: DataFrame) -> DataFrame:
-    """Per forecast method and MAPE bucket: the number of series (LBM and MBM MAPE)."""
-    series = forecast.select(
-        "payer_account_id",
-        "region_code",
-        "product_code",
-        "method",
-        "backtest_mape_lbm",
-        "backtest_mape_mbm",
-    ).dropDuplicates(["payer_account_id", "region_code", "product_code"])
-    long = series.select(
+def backtest_summary(backtest: DataFrame) -> DataFrame:
+    """Per forecast method and MAPE bucket: the number of series of gold/forecast_backtest."""
+    long = backtest.select(
         "method",
         F.explode(
             F.array(
@@ -231,11 +219,10 @@ def backtest_summary(forecast: DataFrame) -> DataFrame:
     )
 
 
-def backtest_medians(forecast: DataFrame) -> DataFrame:
-    """Per method: number of series and median backtest MAPE (LBM, MBM)."""
-    series = forecast.dropDuplicates(["payer_account_id", "region_code", "product_code"])
+def backtest_medians(backtest: DataFrame) -> DataFrame:
+    """Per method of gold/forecast_backtest: series and median backtest MAPE (LBM, MBM)."""
     return (
-        series.groupBy("method")
+        backtest.groupBy("method")
         .agg(
             F.count(F.lit(1)).alias("series"),
             F.percentile_approx("backtest_mape_lbm", 0.5).alias("median_mape_lbm"),

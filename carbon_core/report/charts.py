@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
+from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from carbon_core.report.aggregates import MAPE_BUCKETS, MAPE_MISSING, MAPE_OVER
-from carbon_core.report.targets import TargetProgress
+from carbon_core.report.data import TargetProgress
 
 KG_PER_TONNE = 1000.0
 TONNES = "t CO2e"
@@ -67,24 +69,25 @@ def scopes_over_time(monthly: pd.DataFrame) -> go.Figure:
     return fig
 
 
+# (legend name, gold column, colour) of the two Scope 2 methods' totals.
+_METHODS: tuple[tuple[str, str, str], ...] = (
+    ("Location-based (LBM)", "total_lbm_kg", LBM_COLOUR),
+    ("Market-based (MBM)", "total_mbm_kg", MBM_COLOUR),
+)
+
+
 def lbm_vs_mbm(monthly: pd.DataFrame) -> go.Figure:
     """Monthly totals under the location-based and the market-based method."""
     fig = go.Figure()
     x = _months(monthly["month"])
-    fig.add_scatter(
-        x=x,
-        y=_tonnes(monthly["total_lbm_kg"]),
-        name="Location-based (LBM)",
-        mode="lines+markers",
-        line={"color": LBM_COLOUR, "width": 3},
-    )
-    fig.add_scatter(
-        x=x,
-        y=_tonnes(monthly["total_mbm_kg"]),
-        name="Market-based (MBM)",
-        mode="lines+markers",
-        line={"color": MBM_COLOUR, "width": 3},
-    )
+    for name, column, colour in _METHODS:
+        fig.add_scatter(
+            x=x,
+            y=_tonnes(monthly[column]),
+            name=name,
+            mode="lines+markers",
+            line={"color": colour, "width": 3},
+        )
     _layout(fig, y_title=TONNES)
     _month_axis(fig)
     fig.update_yaxes(rangemode="tozero")
@@ -95,20 +98,10 @@ def ranked_bars(frame: pd.DataFrame, label: pd.Series, *, max_height: int = 640)
     """Horizontal LBM and MBM bars, largest LBM at the top."""
     labels = list(label)
     fig = go.Figure()
-    fig.add_bar(
-        y=labels,
-        x=_tonnes(frame["total_lbm_kg"]),
-        name="Location-based (LBM)",
-        orientation="h",
-        marker_color=LBM_COLOUR,
-    )
-    fig.add_bar(
-        y=labels,
-        x=_tonnes(frame["total_mbm_kg"]),
-        name="Market-based (MBM)",
-        orientation="h",
-        marker_color=MBM_COLOUR,
-    )
+    for name, column, colour in _METHODS:
+        fig.add_bar(
+            y=labels, x=_tonnes(frame[column]), name=name, orientation="h", marker_color=colour
+        )
     height = min(max_height, max(HEIGHT, 90 + 34 * len(labels)))
     fig.update_layout(barmode="group", bargap=0.25)
     _layout(fig, height=height, x_title=TONNES)
@@ -116,22 +109,47 @@ def ranked_bars(frame: pd.DataFrame, label: pd.Series, *, max_height: int = 640)
     return fig
 
 
-def unallocated_by_reason(unallocated: pd.DataFrame) -> go.Figure:
-    """Stacked monthly bars of the unallocated footprint (LBM) by reason."""
+def _column(name: str, convert: Callable[[pd.Series], Any]) -> Callable[[pd.DataFrame], Any]:
+    """A function of a series' rows: one column, converted (e.g. kg to tonnes)."""
+    return lambda rows: convert(rows[name])
+
+
+def _stacked_monthly(
+    frame: pd.DataFrame,
+    by: str,
+    values: Callable[[pd.DataFrame], Any],
+    *,
+    y_title: str,
+    **bar: Callable[[pd.DataFrame], Any] | str,
+) -> go.Figure:
+    """Stacked monthly bars, one series per value of `by`; `bar` options that are functions
+    are applied to each series' rows (e.g. customdata)."""
     fig = go.Figure()
-    for index, (reason, rows) in enumerate(unallocated.groupby("reason", sort=True)):
+    for index, (key, rows) in enumerate(frame.groupby(by, sort=True)):
+        options = {k: v(rows) if callable(v) else v for k, v in bar.items()}
         fig.add_bar(
             x=_months(rows["month"]),
-            y=_tonnes(rows["total_lbm_kg"]),
-            name=str(reason),
+            y=values(rows),
+            name=str(key),
             marker_color=SERIES_COLOURS[index % len(SERIES_COLOURS)],
-            customdata=_tonnes(rows["total_mbm_kg"]),
-            hovertemplate="%{x|%b %Y}: %{y:,.2f} t LBM, %{customdata:,.2f} t MBM",
+            **options,
         )
     fig.update_layout(barmode="stack")
-    _layout(fig, y_title=f"{TONNES} (location-based)")
+    _layout(fig, y_title=y_title)
     _month_axis(fig)
     return fig
+
+
+def unallocated_by_reason(unallocated: pd.DataFrame) -> go.Figure:
+    """Stacked monthly bars of the unallocated footprint (LBM) by reason."""
+    return _stacked_monthly(
+        unallocated,
+        "reason",
+        _column("total_lbm_kg", _tonnes),
+        y_title=f"{TONNES} (location-based)",
+        customdata=_column("total_mbm_kg", _tonnes),
+        hovertemplate="%{x|%b %Y}: %{y:,.2f} t LBM, %{customdata:,.2f} t MBM",
+    )
 
 
 def estimated_share(coverage: pd.DataFrame) -> go.Figure:
@@ -158,18 +176,8 @@ def estimated_share(coverage: pd.DataFrame) -> go.Figure:
 
 def factor_levels(levels: pd.DataFrame) -> go.Figure:
     """Stacked monthly bars: site-months per grid-factor level used."""
-    fig = go.Figure()
-    for index, (level, rows) in enumerate(levels.groupby("factor_level", sort=True)):
-        fig.add_bar(
-            x=_months(rows["month"]),
-            y=[int(v) for v in rows["site_months"]],
-            name=str(level),
-            marker_color=SERIES_COLOURS[index % len(SERIES_COLOURS)],
-        )
-    fig.update_layout(barmode="stack")
-    _layout(fig, y_title="site-months")
-    _month_axis(fig)
-    return fig
+    whole = _column("site_months", lambda counts: [int(v) for v in counts])
+    return _stacked_monthly(levels, "factor_level", whole, y_title="site-months")
 
 
 def efficiency(frame: pd.DataFrame) -> go.Figure:
@@ -283,7 +291,7 @@ def forecast_fan(
         line={"color": colour, "width": 3},
         name=f"actual ({name})",
     )
-    for index, progress in enumerate(t for t in targets if t.target.basis == basis and t.path):
+    for index, progress in enumerate(t for t in targets if t.basis == basis and t.path):
         fig.add_scatter(
             x=[dt.date(year, 7, 1).isoformat() for year, _ in progress.path],
             y=[kg / 12.0 / KG_PER_TONNE for _, kg in progress.path],

@@ -3,32 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from carbon_core import schemas
-from carbon_core.config import TargetSettings
 from carbon_core.errors import CarbonlakeError, InputError
-from carbon_core.lake import read_table, table_exists
-from carbon_core.pipeline import (
-    GOLD_ACCOUNT_EMISSIONS,
-    GOLD_BU_MONTHLY,
-    GOLD_CLUSTER_EFFICIENCY,
-    GOLD_FORECAST,
-    GOLD_REGION_BENCHMARKS,
-    GOLD_UNALLOCATED,
-    SILVER_SITE_MONTHLY,
-    lake_path,
-)
+from carbon_core.lake import read_table, table_exists, tables
 from carbon_core.report import aggregates as agg
-from carbon_core.report.targets import TargetProgress, target_progress
 
-BRONZE_ACCOUNTS = "bronze/accounts"
-BRONZE_BUSINESS_UNITS = "bronze/business_units"
 TOP_ACCOUNTS = 15
 
 
@@ -43,7 +30,42 @@ class ReportRequest:
     payer: str | None = None
     month_from: dt.date | None = None
     month_to: dt.date | None = None
-    targets: tuple[TargetSettings, ...] = ()
+
+
+@dataclass(frozen=True)
+class TargetProgress:
+    """One configured target as gold/target_progress holds it: its path and latest year."""
+
+    business_unit: str
+    basis: str
+    baseline_year: int
+    target_year: int
+    reduction_percent: float
+    baseline_kg: float | None  # annual total of the baseline year (annualised if partial)
+    path: tuple[tuple[int, float], ...]  # (year, annual kg) from the baseline to the target year
+    latest_year: int | None  # the last year with data
+    latest_kg: float | None  # its total, annualised
+    latest_months: int
+    latest_path_kg: float | None  # the path in that year
+    latest_on_track: bool | None
+
+    @property
+    def label(self) -> str:
+        return (
+            f"{self.business_unit}: -{self.reduction_percent:g} % {self.basis.upper()} "
+            f"{self.baseline_year}→{self.target_year}"
+        )
+
+    @property
+    def status(self) -> str:
+        """'on track', 'off track' or why it cannot be told."""
+        if self.baseline_kg is None:
+            return f"no data for baseline year {self.baseline_year}"
+        if self.latest_year is None or self.latest_year <= self.baseline_year:
+            return "no data after the baseline year"
+        if self.latest_on_track is None:
+            return "no data"
+        return "on track" if self.latest_on_track else "off track"
 
 
 @dataclass
@@ -68,7 +90,7 @@ class ReportData:
     forecast: pd.DataFrame | None = None
     backtest: pd.DataFrame | None = None
     backtest_medians: pd.DataFrame | None = None
-    targets: list[TargetProgress] = field(default_factory=list)
+    targets: list[TargetProgress] | None = None  # None: a payer's report, or no table
 
     @property
     def total_lbm_kg(self) -> float:
@@ -79,9 +101,52 @@ class ReportData:
         return float(self.monthly["total_mbm_kg"].sum())
 
 
-def _optional(spark: SparkSession, lake: Path | str, table: str) -> DataFrame | None:
-    path = lake_path(lake, table)
-    return read_table(spark, path) if table_exists(spark, path) else None
+def _optional(spark: SparkSession, lake: Path | str, table: tables.LakeTable) -> DataFrame | None:
+    uri = table.uri(lake)
+    return read_table(spark, uri) if table_exists(spark, uri) else None
+
+
+def _known(value: Any) -> Any:
+    """A pandas cell, None for a missing one (NaN, None, NaT)."""
+    return None if pd.isna(value) else value
+
+
+def _float(value: Any) -> float | None:
+    known = _known(value)
+    return None if known is None else float(known)
+
+
+def targets_from_progress(progress: pd.DataFrame) -> list[TargetProgress]:
+    """One TargetProgress per target from the rows of gold/target_progress."""
+    keys = ["business_unit", "basis", "baseline_year", "target_year", "reduction_percent"]
+    found = []
+    for key, rows in progress.sort_values([*keys, "year"]).groupby(keys, sort=False):
+        unit, basis, baseline_year, target_year, reduction = key
+        path = tuple(
+            (int(year), float(kg))
+            for year, kg in zip(rows["year"], rows["path_kg"], strict=True)
+            if year <= target_year and _known(kg) is not None
+        )
+        with_data = rows[rows["months"].fillna(0) > 0]
+        latest = with_data.iloc[-1] if len(with_data) else None
+        on_track = None if latest is None else _known(latest["on_track"])
+        found.append(
+            TargetProgress(
+                business_unit=str(unit),
+                basis=str(basis),
+                baseline_year=int(baseline_year),
+                target_year=int(target_year),
+                reduction_percent=float(reduction),
+                baseline_kg=_float(rows["baseline_kg"].iloc[0]),
+                path=path,
+                latest_year=None if latest is None else int(latest["year"]),
+                latest_kg=None if latest is None else _float(latest["annualised_kg"]),
+                latest_months=0 if latest is None else int(latest["months"]),
+                latest_path_kg=None if latest is None else _float(latest["path_kg"]),
+                latest_on_track=None if on_track is None else bool(on_track),
+            )
+        )
+    return found
 
 
 def _small(df: DataFrame) -> pd.DataFrame:
@@ -90,7 +155,7 @@ def _small(df: DataFrame) -> pd.DataFrame:
 
 
 def _check_payer(spark: SparkSession, lake: Path | str, emissions: DataFrame, payer: str) -> None:
-    accounts = _optional(spark, lake, BRONZE_ACCOUNTS)
+    accounts = _optional(spark, lake, tables.bronze("accounts"))
     known_in = accounts if accounts is not None else emissions
     if known_in.where(F.col("payer_account_id") == F.lit(payer)).limit(1).count() == 0:
         raise UnknownPayerError(f"unknown payer account: {payer}")
@@ -114,7 +179,7 @@ def _clusters_of(emissions: DataFrame) -> DataFrame:
 
 def gather_report_data(spark: SparkSession, lake: Path | str, request: ReportRequest) -> ReportData:
     """Read, filter and aggregate everything a report shows (only small aggregates collected)."""
-    emissions_path = lake_path(lake, GOLD_ACCOUNT_EMISSIONS)
+    emissions_path = tables.ACCOUNT_EMISSIONS.uri(lake)
     if not table_exists(spark, emissions_path):
         raise InputError(f"lake table not found: {emissions_path} (run `carbonlake run` first)")
     all_emissions = read_table(spark, emissions_path)
@@ -147,30 +212,36 @@ def gather_report_data(spark: SparkSession, lake: Path | str, request: ReportReq
 
     _add_business_units(spark, lake, request, data, payer_emissions)
     if request.payer is None:
-        unallocated = _optional(spark, lake, GOLD_UNALLOCATED)
+        unallocated = _optional(spark, lake, tables.UNALLOCATED)
         if unallocated is not None:
             period = agg.in_period(unallocated, month_from, month_to)
             data.unallocated = _small(agg.unallocated_by_reason(period))
-    site_monthly = _optional(spark, lake, SILVER_SITE_MONTHLY)
+    site_monthly = _optional(spark, lake, tables.SITE_MONTHLY)
     if site_monthly is not None:
         sites = clusters_only(agg.in_period(site_monthly, month_from, month_to)).cache()
         data.coverage = _small(agg.coverage_by_month(sites))
         data.factor_levels = _small(agg.factor_levels_by_month(sites))
         sites.unpersist()
-    efficiency = _optional(spark, lake, GOLD_CLUSTER_EFFICIENCY)
+    efficiency = _optional(spark, lake, tables.CLUSTER_EFFICIENCY)
     if efficiency is not None:
         period = clusters_only(agg.in_period(efficiency, month_from, month_to))
         data.efficiency = _small(agg.efficiency_by_cluster(period))
-    benchmarks = _optional(spark, lake, GOLD_REGION_BENCHMARKS)
+    benchmarks = _optional(spark, lake, tables.REGION_BENCHMARKS)
     if benchmarks is not None:
         # Every cluster stays in the ranking: it is where a workload could move to.
         data.intensity = _small(agg.service_intensity(benchmarks, month_from, month_to))
-    forecast = _optional(spark, lake, GOLD_FORECAST)
+    forecast = _optional(spark, lake, tables.FORECAST)
     if forecast is not None:
-        mine = agg.for_payer(forecast, request.payer)
-        data.forecast = _small(agg.forecast_by_month(mine))
+        data.forecast = _small(agg.forecast_by_month(agg.for_payer(forecast, request.payer)))
+    backtest = _optional(spark, lake, tables.FORECAST_BACKTEST)
+    if backtest is not None:
+        mine = agg.for_payer(backtest, request.payer)
         data.backtest = _small(agg.backtest_summary(mine))
         data.backtest_medians = _small(agg.backtest_medians(mine))
+    progress = _optional(spark, lake, tables.TARGET_PROGRESS)
+    # Targets cover whole business units, across payers: only the operator's report has them.
+    if progress is not None and request.payer is None:
+        data.targets = targets_from_progress(_small(progress))
     emissions.unpersist()
     return data
 
@@ -184,15 +255,15 @@ def _add_business_units(
 ) -> None:
     """Business-unit totals: gold/bu_monthly for the operator; the payer's own accounts else."""
     if request.payer is None:
-        bu_monthly = _optional(spark, lake, GOLD_BU_MONTHLY)
+        bu_monthly = _optional(spark, lake, tables.BU_MONTHLY)
         if bu_monthly is None:
             return
         all_months = _small(agg.bu_monthly_totals(bu_monthly))
     else:
         # bu_monthly carries no payer, so a payer's rollup comes from its own account rows.
-        if _optional(spark, lake, GOLD_BU_MONTHLY) is None:
+        if _optional(spark, lake, tables.BU_MONTHLY) is None:
             return
-        business_units = _optional(spark, lake, BRONZE_BUSINESS_UNITS)
+        business_units = _optional(spark, lake, tables.bronze("business_units"))
         if business_units is None:
             business_units = spark.createDataFrame([], schemas.BUSINESS_UNITS.schema)
         all_months = _small(
@@ -208,4 +279,3 @@ def _add_business_units(
         .sum()
         .sort_values(["total_lbm_kg", "business_unit"], ascending=[False, True])
     )
-    data.targets = [target_progress(all_months, t) for t in request.targets]

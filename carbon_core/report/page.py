@@ -199,22 +199,26 @@ def _benchmark_section(data: ReportData) -> Section:
 
 
 def _targets_table(data: ReportData) -> str:
+    if data.payer is not None:
+        return "<p>Reduction targets cover whole business units: not part of a payer's report.</p>"
+    if data.targets is None:
+        return f'<p class="na">Targets: {NOT_AVAILABLE}</p>'
     if not data.targets:
         return "<p>No reduction targets configured (config <code>targets</code>).</p>"
     rows = []
     for progress in data.targets:
-        t = progress.target
-        latest = progress.latest_year
-        allowed = progress.path_kg(latest) if latest is not None else None
+        allowed = progress.latest_path_kg
         rows.append(
             [
-                escape(t.business_unit),
-                t.basis.upper(),
-                f"-{t.reduction_percent:g} % by {t.target_year} vs {t.baseline_year}",
+                escape(progress.business_unit),
+                progress.basis.upper(),
+                f"-{progress.reduction_percent:g} % by {progress.target_year} "
+                f"vs {progress.baseline_year}",
                 "—" if progress.baseline_kg is None else _tonnes(progress.baseline_kg),
                 "—"
                 if progress.latest_kg is None
-                else f"{_tonnes(progress.latest_kg)} ({latest}, {progress.latest_months} mo.)",
+                else f"{_tonnes(progress.latest_kg)} "
+                f"({progress.latest_year}, {progress.latest_months} mo.)",
                 "—" if allowed is None else _tonnes(allowed),
                 escape(progress.status),
             ]
@@ -250,7 +254,7 @@ def _forecast_section(data: ReportData) -> Section:
             Chart(
                 f"forecast_{basis}",
                 label,
-                charts.forecast_fan(history, data.forecast, data.targets, basis),
+                charts.forecast_fan(history, data.forecast, data.targets or [], basis),
                 wide=True,
             )
         )
@@ -273,7 +277,7 @@ def _backtest_section(data: ReportData) -> Section:
         return section
     section.charts = [Chart("backtest", "Series per MAPE bucket", charts.backtest(data.backtest))]
 
-    def pct(value: object) -> str:
+    def pct(value: float | None) -> str:
         return "—" if value is None or value != value else f"{float(value):.1f} %"  # NaN check
 
     rows = [

@@ -1,11 +1,11 @@
-"""Scope 1 per site-month (METHODOLOGY section 6): fuel records x fuel factors, provisional rule."""
+"""Scope 1 per site-month (docs/methodology.md §6.1): fuel x fuel factors, provisional rule."""
 
 from __future__ import annotations
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from carbon_core.periods import MONTH, spread_over_months
+from carbon_core.calendar import MONTH, spread_over_months
 
 SCOPE1_COLUMNS: tuple[str, ...] = ("site_id", MONTH, "scope1_kg", "provisional")
 

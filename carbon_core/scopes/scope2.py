@@ -1,4 +1,4 @@
-"""Scope 2 per site-month: location-based and market-based (METHODOLOGY sections 4 and 5).
+"""Scope 2 per site-month: location-based and market-based (docs/methodology.md §4 and §5).
 
 Market-based hierarchy: the site's own instruments first (one pool per site and
 period), then the boundary's instruments shared pro rata to the sites' still
@@ -18,9 +18,9 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from carbon_core import schemas
+from carbon_core.calendar import MONTH, spread_over_months
 from carbon_core.errors import CarbonlakeError
 from carbon_core.factors.codes import normalise_code
-from carbon_core.periods import MONTH, spread_over_months
 
 MONTHLY, ANNUAL = "monthly", "annual"
 MONTHS_PER_YEAR = 12

@@ -1,11 +1,11 @@
-"""Building embodied carbon per site-month (METHODOLOGY section 6, Scope 3 building part)."""
+"""Building embodied carbon per site-month (docs/methodology.md §6.2, the building part)."""
 
 from __future__ import annotations
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from carbon_core.periods import MONTH, month_of
+from carbon_core.calendar import MONTH, month_of
 
 
 def building_embodied_by_month(

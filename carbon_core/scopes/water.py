@@ -1,11 +1,11 @@
-"""Water withdrawn per site-month (METHODOLOGY section 6)."""
+"""Water withdrawn per site-month (docs/methodology.md §6.4)."""
 
 from __future__ import annotations
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from carbon_core.periods import MONTH, spread_over_months
+from carbon_core.calendar import MONTH, spread_over_months
 
 
 def water_by_month(site_water: DataFrame) -> DataFrame:

@@ -1,9 +1,10 @@
-"""generate_world: a complete, consistent landing zone for every dataset of DATA_CONTRACT.md."""
+"""generate_world: a complete, consistent landing zone, every dataset of docs/data-contract.md."""
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
+import functools
 import json
 import shutil
 from collections.abc import Callable
@@ -13,8 +14,8 @@ from typing import Any, Literal
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from carbon_core.generate import frames, small
-from carbon_core.generate.plan import WorldPlan, build_plan
+from carbonlake_tools.generate import frames, small
+from carbonlake_tools.generate.plan import WorldPlan, build_plan
 
 UsageFormat = Literal["csv", "parquet"]
 MALFORMED_SUFFIX = ".malformed"  # counts key: "<dataset>.malformed"
@@ -171,7 +172,7 @@ def _hourly(
                 frames.telemetry_text(telemetry),
                 out / "rack_telemetry",
                 usage_format,
-                lambda telemetry=telemetry: _daily_it(telemetry),
+                functools.partial(_daily_it, telemetry),
             )
         )
     daily = _sum_daily(telemetry_pieces)

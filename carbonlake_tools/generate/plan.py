@@ -14,7 +14,7 @@ import math
 import random
 from dataclasses import dataclass, field
 
-from carbon_core.config import parse_month
+from carbon_core.calendar import parse_month
 from carbon_core.reference.tables import SHIPPED_DIR
 
 # --- sizes --------------------------------------------------------------------
@@ -222,7 +222,7 @@ def rng(seed: int, stream: str) -> random.Random:
     return random.Random(f"carbonlake:{seed}:{stream}")
 
 
-def add_months(day: dt.date, count: int) -> dt.date:
+def same_day_months_later(day: dt.date, count: int) -> dt.date:
     """The same day-of-month `count` months later (day must exist in every month)."""
     index = day.year * 12 + day.month - 1 + count
     return dt.date(index // 12, index % 12 + 1, day.day)
@@ -238,7 +238,7 @@ def month_list(start_month: str, months: int) -> tuple[dt.date, ...]:
     if months < 1:
         raise ValueError("months must be at least 1")
     first = parse_month(start_month)
-    return tuple(add_months(first, i) for i in range(months))
+    return tuple(same_day_months_later(first, i) for i in range(months))
 
 
 # --- clusters and sites ------------------------------------------------------
@@ -914,7 +914,7 @@ def build_plan(scale: int, seed: int, start_month: str, months: int) -> WorldPla
     if scale < 1:
         raise ValueError("scale must be positive")
     month_starts = month_list(start_month, months)
-    end = add_months(month_starts[-1], 1)
+    end = same_day_months_later(month_starts[-1], 1)
     clusters = _clusters(month_starts)
     anchors = _anchor_sites()
     hours = (end - month_starts[0]).days * 24

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from carbon_core.generate.world import MALFORMED_SUFFIX, generate_world
+from carbonlake_tools.generate.world import MALFORMED_SUFFIX, generate_world
 
 __all__ = ["MALFORMED_SUFFIX", "generate_world"]

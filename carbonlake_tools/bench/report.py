@@ -1,7 +1,7 @@
 """The benchmark's derived numbers (ratios, growth between scales), targets and Markdown table.
 
 Pure functions over the result dictionary written to bench/results/latest.json.
-The targets are those of issue 6, stated for 1e7, 1e8 and 1e9 usage rows on a
+The targets (docs/benchmarks.md) are stated for 1e7, 1e8 and 1e9 usage rows on a
 2-core local machine; with other scales they are evaluated on the nearest
 measured ones and the result says which scales it used.
 """
@@ -279,7 +279,7 @@ def render_markdown(result: Mapping[str, Any]) -> str:
                 f"{_num(step['pipeline_s_ratio'], 2)} | {_num(step['s_per_million_ratio'], 2)} | "
                 f"{_num(step['peak_driver_rss_ratio'], 2)} |"
             )
-    lines += ["", "## Targets (issue 6)", "", "| target | at | value | limit | result |"]
+    lines += ["", "## Targets", "", "| target | at | value | limit | result |"]
     lines.append("|---|---|---:|---:|---|")
     for target in result["targets"]:
         rows = target["usage_rows"]

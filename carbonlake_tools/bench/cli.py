@@ -1,7 +1,7 @@
-"""`python -m carbon_core.bench`: generate worlds at several scales, measure each, write the tables.
+"""`python -m carbonlake_tools.bench`: generate worlds at several scales, measure each, tabulate.
 
 Each scale is generated (`carbonlake generate --format parquet`) and measured
-(carbon_core.bench.measure) in processes of its own, so every scale starts with a
+(carbonlake_tools.bench.measure) in processes of its own, so every scale starts with a
 fresh JVM and its memory peaks are its own; this process starts no Spark.
 """
 
@@ -21,9 +21,9 @@ from typing import Any
 
 import psutil
 
-from carbon_core.bench.report import parse_scales, render_markdown, summarise
 from carbon_core.config import load_config
-from carbon_core.generate.world import PARQUET_ROW_GROUP_BYTES
+from carbonlake_tools.bench.report import parse_scales, render_markdown, summarise
+from carbonlake_tools.generate.world import PARQUET_ROW_GROUP_BYTES
 
 DEFAULT_SCALES = "1e6,1e7,1e8"
 WORLD_MARKER = ".bench-world.json"
@@ -182,7 +182,7 @@ def bench_scale(scale: int, args: argparse.Namespace, key: dict[str, Any]) -> di
             [
                 python,
                 "-m",
-                "carbon_core.bench.measure",
+                "carbonlake_tools.bench.measure",
                 *extra,
                 "--landing",
                 str(landing),
@@ -235,16 +235,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bench: error: --scales: {error}", file=sys.stderr)
         return 2
     settings = load_config(args.config).generate
-    key_base = {
-        "seed": settings.seed if args.seed is None else args.seed,
-        "months": args.months or settings.months,
-        "start": settings.start_month,
-        "share": settings.malformed_share,
-    }
+    seed = settings.seed if args.seed is None else args.seed
+    months = args.months or settings.months
     created = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     runs = []
     for scale in scales:
-        key = _world_key(scale, **key_base)
+        key = _world_key(scale, seed, months, settings.start_month, settings.malformed_share)
         run = bench_scale(scale, args, key)
         status = (
             f"pipeline {run['pipeline_s']} s, bare scan {run['bare_scan_s']} s, "
@@ -259,8 +255,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs,
         created=created.isoformat(),
         scales=scales,
-        seed=key_base["seed"],
-        months=key_base["months"],
+        seed=seed,
+        months=months,
         config=str(args.config) if args.config else None,
     )
     for path in write_results(result, args.out, created.strftime("%Y-%m-%dT%H%M%SZ")):

@@ -8,7 +8,7 @@ usage and telemetry columns the pipeline needs, a plain Spark copy of those file
 to Delta, and DuckDB's account-level totals.
 Writes one JSON object (a `runs` entry of latest.json) to --out.
 
-    python -m carbon_core.bench.measure --landing L --lake K --exports E --out run.json
+    python -m carbonlake_tools.bench.measure --landing L --lake K --exports E --out run.json
 """
 
 from __future__ import annotations
@@ -29,14 +29,15 @@ import psutil
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from carbon_core.bench.metrics import (
+import carbon_core
+from carbon_core.config import Config, load_config
+from carbonlake_tools.bench.metrics import (
     UNGROUPED,
     GroupMetrics,
     group_metrics,
     peak_executor_mb,
     roll_up,
 )
-from carbon_core.config import Config, load_config
 
 MIB = 1024 * 1024
 RSS_SAMPLE_S = 0.2
@@ -257,7 +258,7 @@ def _bench_config(args: argparse.Namespace) -> Config:
 def code_version() -> str:
     """A digest of carbon_core's source: a measurement kept for resuming must be of this code."""
     digest = hashlib.sha256()
-    package = Path(__file__).resolve().parents[1]
+    package = Path(carbon_core.__file__).resolve().parent
     for file in sorted(package.rglob("*.py")):
         digest.update(str(file.relative_to(package)).encode())
         digest.update(file.read_bytes())
@@ -268,15 +269,8 @@ def measure_pipeline(
     spark: SparkSession, config: Config, args: argparse.Namespace, sampler: RssSampler
 ) -> dict[str, Any]:
     """Run the pipeline and the export and measure them; the run's entry without references."""
-    from carbon_core.export import export_carbon
-    from carbon_core.lake import table_commit_time
-    from carbon_core.pipeline import (
-        GOLD_ACCOUNT_EMISSIONS,
-        label_jobs,
-        lake_path,
-        read_lake_table,
-        run_pipeline,
-    )
+    from carbon_core.export import export_lake
+    from carbon_core.pipeline import label_jobs, run_pipeline
 
     cores = spark.sparkContext.defaultParallelism
     log = print if args.verbose else (lambda line: None)
@@ -286,14 +280,12 @@ def measure_pipeline(
     run_s = time.monotonic() - started
     label_jobs(spark, "export")
     started = time.monotonic()
-    emissions = read_lake_table(spark, config.lake, GOLD_ACCOUNT_EMISSIONS)
-    exported = export_carbon(
+    exported = export_lake(
         spark,
-        emissions,
-        read_lake_table(spark, config.lake, "bronze/clusters"),
+        config.lake,
         config.exports,
-        months=report.months,
-        refreshed_at=table_commit_time(spark, lake_path(config.lake, GOLD_ACCOUNT_EMISSIONS)),
+        month_from=report.months[0],
+        month_to=report.months[-1],
         fmt=config.export.format,
         history_months=config.export.history_months,
         log=log,
@@ -408,7 +400,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m carbon_core.bench.measure")
+    parser = argparse.ArgumentParser(prog="python -m carbonlake_tools.bench.measure")
     parser.add_argument("--landing", type=Path, required=True)
     parser.add_argument("--lake", type=Path, required=True)
     parser.add_argument("--exports", type=Path, required=True)

@@ -14,7 +14,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from carbon_core.generate.plan import (
+from carbonlake_tools.generate.plan import (
     CLOUDFRONT,
     EC2,
     LINE_TYPES,
@@ -172,7 +172,7 @@ def _rack_type(seed: int) -> Column:
 
 
 def _rack_dates(plan: WorldPlan, seed: int) -> tuple[Column, Column]:
-    """(in_service_date, retired_date) covering every life-cycle case of section 6."""
+    """(in_service_date, retired_date) for every life-cycle case of docs/methodology.md §6.3."""
     k = F.col("k")
     days = (plan.end - plan.start).days
     start = F.lit(plan.start)
@@ -569,7 +569,7 @@ def usage_tables(spark: SparkSession, plan: WorldPlan) -> tuple[DataFrame, DataF
             )
         )
     series_rows = []
-    window_rows = []
+    window_rows: list[tuple[object, ...]] = []
     for i, s in enumerate(plan.series):
         cluster = plan.cluster(s.region_code)
         series_rows.append(

@@ -10,18 +10,18 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from carbon_core.generate.plan import (
+from carbon_core.reference.tables import SHIPPED_DIR
+from carbonlake_tools.generate.plan import (
     PRODUCTS,
     Site,
     WorldPlan,
-    add_months,
     internal_account,
     rng,
+    same_day_months_later,
 )
-from carbon_core.reference.tables import SHIPPED_DIR
 
 Row = dict[str, str | None]
 DailyEnergy = dict[str, dict[dt.date, float]]  # site_id -> day -> IT kWh
@@ -68,7 +68,7 @@ def _corrupt(
     kinds: tuple[str, ...],
     count: int,
     r: random.Random,
-    make: dict[str, object],
+    make: Mapping[str, object],
 ) -> list[tuple[str, Row]]:
     """`count` malformed rows, kinds in turn, each a corrupted copy of a random valid row."""
     out: list[tuple[str, Row]] = []
@@ -396,7 +396,7 @@ def prices_table(plan: WorldPlan, prices: PriceTable, share: float) -> Table:
 
 
 def site_price(site: Site, prices: PriceTable, year: int) -> tuple[float, str] | None:
-    """The price METHODOLOGY section 3.2 applies to a site's amount-only invoice."""
+    """The price docs/methodology.md §3.2 applies to a site's amount-only invoice."""
     country = site.country_code or (site.subdivision_code or "")[:2]
     level = prices.get((country, site.subdivision_code or ""))
     if level is None:
@@ -449,10 +449,10 @@ INVOICE_COLUMNS = (
 def _billing_periods(site: Site, plan: WorldPlan) -> list[tuple[dt.date, dt.date]]:
     """Billing periods from the `billing_day`, starting before and ending after the months."""
     first = plan.start.replace(day=site.billing_day)
-    current = first if site.billing_day == 1 else add_months(first, -1)
+    current = first if site.billing_day == 1 else same_day_months_later(first, -1)
     periods = []
     while current < plan.end:
-        nxt = add_months(current, 1)
+        nxt = same_day_months_later(current, 1)
         periods.append((current, nxt))
         current = nxt
     return periods
@@ -573,7 +573,7 @@ def fuel_pairs() -> set[tuple[str, str]]:
 def _quarters(year: int) -> Iterator[tuple[int, dt.date, dt.date]]:
     for q in range(4):
         lo = dt.date(year, 3 * q + 1, 1)
-        yield q, lo, add_months(lo, 3)
+        yield q, lo, same_day_months_later(lo, 3)
 
 
 def fuel_table(plan: WorldPlan, share: float) -> Table:
@@ -727,17 +727,17 @@ def contracts_table(plan: WorldPlan, energy: Energy, share: float) -> Table:
         boundary="SRVC",
     )
     # Quarterly unbundled RECs in Ohio (RFCW), bought on the 10th.
-    lo = add_months(plan.start.replace(day=10), -1)
+    lo = same_day_months_later(plan.start.replace(day=10), -1)
     while lo < plan.end:
         add(
             f"REC-RFCW-{lo:%Y%m}",
             "rec",
             lo,
-            add_months(lo, 3),
+            same_day_months_later(lo, 3),
             0.35 * annual.get("RFCW", 0.0) / 4,
             boundary="RFCW",
         )
-        lo = add_months(lo, 3)
+        lo = same_day_months_later(lo, 3)
     # Oregon (NWPP): far more PPA energy than the boundary uses -> surplus.
     add(
         "PPA-NWPP-0001",

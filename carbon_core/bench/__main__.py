@@ -1,5 +1,0 @@
-import sys
-
-from carbon_core.bench.cli import main
-
-sys.exit(main())

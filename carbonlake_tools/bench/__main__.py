@@ -1,0 +1,5 @@
+import sys
+
+from carbonlake_tools.bench.cli import main
+
+sys.exit(main())
