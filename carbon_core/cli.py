@@ -1,4 +1,4 @@
-"""`carbonlake` command line: generate, ingest, run, export, forecast, report."""
+"""`carbonlake` command line: generate, ingest, run, export, forecast, report, catalog."""
 
 from __future__ import annotations
 
@@ -26,7 +26,9 @@ def _month(text: str) -> dt.date:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, help="YAML configuration (default: built-in local)")
+    parser.add_argument(
+        "--config", help="YAML configuration, a path or URI (default: built-in local)"
+    )
 
 
 def _months(parser: argparse.ArgumentParser) -> None:
@@ -44,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     generate = commands.add_parser("generate", help="write a synthetic landing zone")
     _common(generate)
-    generate.add_argument("--out", type=Path, required=True, help="landing folder to write")
+    generate.add_argument("--out", required=True, help="landing location (path or URI) to write")
     generate.add_argument("--scale", type=int, help="approximate number of usage rows")
     generate.add_argument("--seed", type=int)
     generate.add_argument("--months", type=int, help="number of months to generate")
@@ -64,28 +66,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     ingest = commands.add_parser("ingest", help="landing -> bronze + quarantine")
     _common(ingest)
-    ingest.add_argument("--landing", type=Path)
-    ingest.add_argument("--lake", type=Path)
-    ingest.add_argument("--reference", type=Path, help="folder with replacement reference tables")
+    ingest.add_argument("--landing", type=str)
+    ingest.add_argument("--lake", type=str)
+    ingest.add_argument("--reference", type=str, help="folder with replacement reference tables")
 
     run = commands.add_parser("run", help="landing -> bronze -> silver -> gold for months")
     _common(run)
-    run.add_argument("--landing", type=Path)
-    run.add_argument("--lake", type=Path)
-    run.add_argument("--reference", type=Path, help="folder with replacement reference tables")
+    run.add_argument("--landing", type=str)
+    run.add_argument("--lake", type=str)
+    run.add_argument("--reference", type=str, help="folder with replacement reference tables")
     run.add_argument("--skip-ingest", action="store_true", help="use the bronze tables as they are")
     _months(run)
 
     export = commands.add_parser("export", help="per-payer AWS Data Exports carbon files")
     _common(export)
-    export.add_argument("--lake", type=Path)
-    export.add_argument("--out", type=Path)
+    export.add_argument("--lake", type=str)
+    export.add_argument("--out", type=str)
     export.add_argument("--format", choices=["csv", "parquet"])
     _months(export)
 
     report = commands.add_parser("report", help="self-contained HTML report with charts")
     _common(report)
-    report.add_argument("--lake", type=Path)
+    report.add_argument("--lake", type=str)
     report.add_argument("--out", type=Path, required=True, help="HTML file to write")
     report.add_argument("--payer", help="report only this payer account's data")
     report.add_argument("--screenshot", type=Path, help="also save a PNG (headless Chromium)")
@@ -94,8 +96,15 @@ def build_parser() -> argparse.ArgumentParser:
         "forecast", help="rebuild gold/forecast (to forecast.horizon_end) from the lake"
     )
     _common(forecast)
-    forecast.add_argument("--lake", type=Path)
-    forecast.add_argument("--reference", type=Path, help="folder with replacement reference tables")
+    forecast.add_argument("--lake", type=str)
+    forecast.add_argument("--reference", type=str, help="folder with replacement reference tables")
+
+    catalog = commands.add_parser(
+        "catalog", help="register the lake's tables by name in the session's catalog"
+    )
+    _common(catalog)
+    catalog.add_argument("--database", help="database to register in (default: catalog.database)")
+    catalog.add_argument("--lake", type=str)
     return parser
 
 
@@ -264,6 +273,18 @@ def cmd_forecast(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_catalog(args: argparse.Namespace) -> int:
+    from carbon_core.lake.register import register_tables
+    from carbon_core.session import build_spark_session
+
+    config = load_config(args.config).with_overrides(lake=args.lake)
+    spark = build_spark_session(config.spark)
+    report = register_tables(spark, config.lake, args.database or config.catalog.database)
+    for line in report.lines():
+        print(line)
+    return 0
+
+
 def _validate_config_first(args: argparse.Namespace) -> None:
     """Fail on a bad config file before Spark or any heavy import starts."""
     load_config(args.config)
@@ -276,6 +297,7 @@ COMMANDS = {
     "export": cmd_export,
     "report": cmd_report,
     "forecast": cmd_forecast,
+    "catalog": cmd_catalog,
 }
 
 

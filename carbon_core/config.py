@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -10,6 +11,7 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -18,6 +20,7 @@ from pydantic import (
 
 from carbon_core.calendar import parse_month
 from carbon_core.errors import ConfigError
+from carbon_core.hadoop import local_path
 
 MethodologyVersion = Literal["v1.0", "v2.0"]
 
@@ -43,6 +46,10 @@ class SparkSettings(_Strict):
     # resolver with spark.jars.packages; packages: always the resolver; provided: the
     # platform has Delta built in (Databricks) or spark-submit --packages added it.
     delta_jars: Literal["auto", "packages", "provided"] = "auto"
+    # More JARs for spark.jars, beside Delta's: files, folders (every *.jar in them) or
+    # URIs, e.g. the S3A connector that scripts/setup caches in .cache/s3-jars for s3a://
+    # outside a platform that ships it (docs/operations.md §2.5).
+    extra_jars: tuple[str, ...] = ()
     driver_memory: str | None = "4g"
     conf: dict[str, str] = Field(default_factory=dict)
 
@@ -119,22 +126,59 @@ class ForecastSettings(_Strict):
     interval_level: float = Field(default=0.9, gt=0, lt=1)
 
 
+class CatalogSettings(_Strict):
+    """Registering the lake's tables by name (`carbonlake catalog`, docs/operations.md §5.1)."""
+
+    # A database, optionally with its catalog (Unity Catalog: main.carbonlake).
+    database: str = Field(
+        default="carbonlake", pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$"
+    )
+    # Register after every successful `carbonlake run`.
+    register_after_run: bool = False
+
+
+def _location(value: Any) -> Any:
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("a location must not be empty")
+    return value
+
+
+# A lake, landing, export or reference location: a URI (s3a://, abfss://, gs://, hdfs://,
+# file:) or a local path, kept as text so that no scheme is lost to path normalisation.
+Location = Annotated[str, BeforeValidator(_location)]
+LOCATION_FIELDS = ("lake", "landing", "exports", "reference")
+
+
 class Config(_Strict):
-    lake: Path = Path("lake")
-    landing: Path = Path("landing")
-    exports: Path = Path("exports")
-    reference: Path | None = None
+    lake: Location = "lake"
+    landing: Location = "landing"
+    exports: Location = "exports"
+    reference: Location | None = None
     spark: SparkSettings = SparkSettings()
     methodology: MethodologySettings = MethodologySettings()
     generate: GenerateSettings = GenerateSettings()
     export: ExportSettings = ExportSettings()
     targets: tuple[TargetSettings, ...] = ()
     forecast: ForecastSettings = ForecastSettings()
+    catalog: CatalogSettings = CatalogSettings()
 
     def with_overrides(self, **changes: Any) -> Config:
         """A copy with top-level fields replaced (CLI flags win over the file)."""
-        clean = {k: v for k, v in changes.items() if v is not None}
+        clean = {
+            k: _location(v) if k in LOCATION_FIELDS else v
+            for k, v in changes.items()
+            if v is not None
+        }
         return self.model_copy(update=clean)
+
+
+# Delta's SQL extension and catalog: static settings, so a session needs them from its start.
+DELTA_SESSION_CONF: dict[str, str] = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+}
 
 
 def _describe(error: ValidationError, source: str) -> str:
@@ -153,17 +197,45 @@ def config_from_mapping(data: dict[str, Any] | None, source: str = "<mapping>") 
         raise ConfigError(_describe(error, source)) from None
 
 
-def load_config(path: str | Path | None) -> Config:
-    """Load a YAML config file; None gives the defaults (local mode)."""
+def _config_text(location: str) -> str:
+    """The text of a config file: a local path or file: URI read directly, any other URI
+    through the filesystem layer of the session spark-submit configures.
+
+    That session starts before the file is read, so it gets Delta's SQL settings here,
+    and the file's own static Spark settings (master, memory, JARs) cannot apply: they
+    belong on the spark-submit command line (docs/operations.md §1).
+    """
+    local = local_path(location)
+    if local is not None:
+        file = Path(local)
+        if not file.is_file():
+            raise ConfigError(f"configuration file not found: {location}")
+        return file.read_text()
+    from pyspark.sql import SparkSession
+
+    from carbon_core.hadoop import HadoopFiles
+
+    builder = SparkSession.builder
+    for key, value in DELTA_SESSION_CONF.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    files = HadoopFiles(spark, location)
+    if not files.exists(location):
+        raise ConfigError(f"configuration file not found: {location}")
+    return files.read_text(location)
+
+
+def load_config(path: str | os.PathLike[str] | None) -> Config:
+    """Load a YAML config file (a local path or any URI Spark can read); None gives the
+    defaults (local mode)."""
     if path is None:
         return Config()
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"configuration file not found: {file}")
+    location = os.fspath(path)
+    text = _config_text(location)
     try:
-        data = yaml.safe_load(file.read_text())
+        data = yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise ConfigError(f"configuration file {file} is not valid YAML: {error}") from None
+        raise ConfigError(f"configuration file {location} is not valid YAML: {error}") from None
     if data is not None and not isinstance(data, dict):
-        raise ConfigError(f"configuration file {file} must hold a mapping at the top level")
-    return config_from_mapping(data, str(file))
+        raise ConfigError(f"configuration file {location} must hold a mapping at the top level")
+    return config_from_mapping(data, location)

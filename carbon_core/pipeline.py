@@ -14,7 +14,6 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from pyspark import StorageLevel
@@ -33,6 +32,7 @@ from carbon_core.calendar import month_range
 from carbon_core.config import Config
 from carbon_core.errors import CarbonlakeError, InputError, InvariantError
 from carbon_core.extras import FORECAST_PACKAGES, missing_packages
+from carbon_core.hadoop import persisted_rdd_ids
 from carbon_core.ingest import IngestReport, ingest_landing, read_bronze
 from carbon_core.insight.benchmarks import build_region_benchmarks
 from carbon_core.insight.rollups import build_bu_monthly, check_rollup_totals
@@ -47,7 +47,7 @@ from carbon_core.lake import (
     write_table,
 )
 from carbon_core.reference import ReferenceTables, load_reference_tables
-from carbon_core.session import persisted_rdd_ids, release_persisted_since
+from carbon_core.session import is_connect, label_jobs, release_persisted_since
 from carbon_core.silver import SiteMonthlyResult, build_site_monthly
 
 Log = Callable[[str], None]
@@ -142,11 +142,6 @@ def _timed(log: Log, name: str) -> Callable[[int, int, int], StageReport]:
     return finish
 
 
-def label_jobs(spark: SparkSession, stage: str) -> None:
-    """Tag the Spark jobs that follow with the stage's name (Spark UI, REST API, benchmark)."""
-    spark.sparkContext.setJobGroup(stage, f"carbonlake {stage}")
-
-
 def _persist(df: DataFrame) -> DataFrame:
     return df.persist(StorageLevel.MEMORY_AND_DISK)
 
@@ -166,7 +161,9 @@ def run_pipeline(
     lake = str(config.lake)
     reference = load_reference_tables(spark, config.reference)
     checkpoints = _checkpoints(spark, lake)
-    persisted_before = persisted_rdd_ids(spark)
+    # Under Spark Connect the server frees a checkpoint once its DataFrame is collected
+    # here; there is no SparkContext to ask for persisted RDDs.
+    persisted_before = None if is_connect(spark) else persisted_rdd_ids(spark)
     try:
         report = _run(
             spark,
@@ -187,7 +184,15 @@ def run_pipeline(
         # The run persisted and checkpointed its intermediate tables; a long-lived
         # session must get the memory back whether the run committed or not.
         spark.catalog.clearCache()
-        release_persisted_since(spark, persisted_before)
+        if persisted_before is not None:
+            release_persisted_since(spark, persisted_before)
+    if config.catalog.register_after_run:
+        # After the commit: the run stands whether or not the catalog takes the names.
+        from carbon_core.lake.register import register_tables
+
+        label_jobs(spark, "catalog")
+        for line in register_tables(spark, lake, config.catalog.database).lines():
+            log(line)
     return report
 
 
@@ -210,9 +215,7 @@ def _run(
     lake = str(config.lake)
     ingest_report: IngestReport | None = None
     if not skip_ingest:
-        ingest_report = ingest_landing(
-            spark, Path(config.landing), lake, reference=reference, log=log
-        )
+        ingest_report = ingest_landing(spark, config.landing, lake, reference=reference, log=log)
     label_jobs(spark, "run_months")
     bronze = {d.name: read_bronze(spark, lake, d.name) for d in schemas.DATASETS}
     months = resolve_run_months(bronze["usage"], month_from, month_to)

@@ -6,12 +6,12 @@ import importlib.metadata
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 from pyspark.sql import SparkSession
 
-from carbon_core.config import SparkSettings
-from carbon_core.errors import DeltaJarsMissingError
+from carbon_core.config import DELTA_SESSION_CONF, SparkSettings
+from carbon_core.errors import ConfigError, DeltaJarsMissingError
+from carbon_core.hadoop import delta_classes_loaded, has_scheme, unpersist_rdds_except
 
 DELTA_ARTIFACT = "io.delta:delta-spark_2.13"
 _REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -42,19 +42,35 @@ def _cached_delta_jars() -> list[str]:
     return sorted(str(p) for p in folder.glob("*.jar"))
 
 
+def _extra_jars(entries: tuple[str, ...]) -> list[str]:
+    """`spark.extra_jars` as spark.jars entries: a local folder stands for its *.jar files,
+    a URI (hdfs://, s3a://, https://) is passed on for Spark to fetch."""
+    jars: list[str] = []
+    for entry in entries:
+        if has_scheme(entry):
+            jars.append(entry)
+            continue
+        path = Path(entry).expanduser()
+        found = sorted(path.glob("*.jar")) if path.is_dir() else [path] if path.is_file() else []
+        if not found:
+            raise ConfigError(f"spark.extra_jars: no JAR file at {entry}")
+        jars.extend(str(p.resolve()) for p in found)
+    return jars
+
+
 def _missing_jars_message() -> str:
     return (
         "Delta Lake JARs are not available to Spark: run scripts/setup (fetches "
         f"{delta_packages_coordinate()} once with Maven into .cache/delta-jars), set "
-        "CARBONLAKE_DELTA_JARS to a folder holding them, or on a cluster use "
-        f"spark-submit --packages {delta_packages_coordinate()} with spark.delta_jars: provided"
+        "CARBONLAKE_DELTA_JARS to a folder holding them, or on a cluster give spark-submit "
+        "--jars '.cache/delta-jars/*.jar' (scripts/delta-jars) or --packages "
+        f"{delta_packages_coordinate()}, with spark.delta_jars: provided"
     )
 
 
 # Small, fixed settings that make local mode and tests fast and numbers reproducible.
 _BASE_CONF: dict[str, str] = {
-    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
-    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+    **DELTA_SESSION_CONF,
     "spark.sql.session.timeZone": "UTC",
     "spark.sql.adaptive.enabled": "true",
     "spark.ui.showConsoleProgress": "false",
@@ -102,6 +118,9 @@ def build_spark_session(settings: SparkSettings) -> SparkSession:
             conf["spark.jars.packages"] = delta_packages_coordinate()
     elif settings.delta_jars == "packages":
         conf["spark.jars.packages"] = delta_packages_coordinate()
+    extra = _extra_jars(settings.extra_jars)
+    if extra:
+        conf["spark.jars"] = ",".join([*filter(None, [conf.get("spark.jars")]), *extra])
     conf.update(settings.conf)
     for key, value in conf.items():
         builder = builder.config(key, value)
@@ -109,25 +128,10 @@ def build_spark_session(settings: SparkSettings) -> SparkSession:
         spark = builder.getOrCreate()
     except Exception as error:  # the JVM did not start: Ivy could not resolve the JARs
         raise DeltaJarsMissingError(_missing_jars_message()) from error
-    if not _delta_classes_loaded(spark):
+    if not delta_classes_loaded(spark):
         raise DeltaJarsMissingError(_missing_jars_message())
     spark.sparkContext.setLogLevel("ERROR")
     return spark
-
-
-def _delta_classes_loaded(spark: SparkSession) -> bool:
-    jvm: Any = spark.sparkContext._jvm
-    try:
-        loader = jvm.Thread.currentThread().getContextClassLoader()
-        jvm.java.lang.Class.forName("io.delta.tables.DeltaTable", True, loader)
-    except Exception:
-        return False
-    return True
-
-
-def persisted_rdd_ids(spark: SparkSession) -> frozenset[int]:
-    """Ids of the RDDs the context holds persisted (cached frames, local checkpoints)."""
-    return frozenset(int(i) for i in spark.sparkContext._jsc.getPersistentRDDs().keySet())
 
 
 def release_persisted_since(spark: SparkSession, before: frozenset[int]) -> None:
@@ -137,6 +141,29 @@ def release_persisted_since(spark: SparkSession, before: frozenset[int]) -> None
     blocks stay in the block manager until the JVM happens to collect their RDDs; a
     long-lived session (tests, a notebook, several runs) would fill its heap with them.
     """
-    for rdd_id, rdd in spark.sparkContext._jsc.getPersistentRDDs().items():
-        if int(rdd_id) not in before:
-            rdd.unpersist(False)
+    unpersist_rdds_except(spark, before)
+
+
+# The tag prefix of label_jobs under Spark Connect (a tag may not contain a comma).
+STAGE_TAG = "carbonlake-stage:"
+
+
+def is_connect(spark: SparkSession) -> bool:
+    """True for a Spark Connect session: no JVM and no SparkContext in this process."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
+def label_jobs(spark: SparkSession, group: str, description: str | None = None) -> None:
+    """Label the Spark jobs that follow with a stage's name (Spark UI, REST API, benchmark).
+
+    A classic session sets the job group. Spark Connect has no SparkContext: the session's
+    operations get the tag `carbonlake-stage:<group>` instead, replacing the previous
+    stage's (docs/operations.md §2.6).
+    """
+    if is_connect(spark):
+        for tag in list(spark.getTags()):
+            if tag.startswith(STAGE_TAG):
+                spark.removeTag(tag)
+        spark.addTag(STAGE_TAG + group.replace(",", ";"))
+        return
+    spark.sparkContext.setJobGroup(group, description or f"carbonlake {group}")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import gc
+import os
 from collections.abc import Iterator
 
+import object_store
 import pytest
 from pyspark.sql import SparkSession
 
@@ -12,12 +14,19 @@ import carbon_core.session
 from carbon_core.config import SparkSettings
 from carbon_core.session import build_spark_session, release_persisted_since
 
+# The AWS SDK (the S3A connector's, in the session's JVM) must never look for an EC2
+# instance's metadata service: the tests' only object store is the local S3Proxy.
+os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+
 # The settings of the one session every test uses, CLI commands under test included.
+# The S3A connector's JARs (scripts/setup) are on it from the start, for the object-store
+# test's s3a:// locations (the `s3_bucket` fixture).
 TEST_SPARK = SparkSettings(
     master="local[2]",
     app_name="carbonlake-tests",
     shuffle_partitions=2,
     driver_memory="3g",
+    extra_jars=(str(object_store.S3_JARS),) if object_store.s3a_jars_cached() else (),
     conf={
         "spark.default.parallelism": "2",
         "spark.sql.adaptive.coalescePartitions.enabled": "true",
@@ -45,6 +54,24 @@ def spark() -> Iterator[SparkSession]:
         patch.setattr(carbon_core.session, "build_spark_session", shared_session)
         yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_bucket(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The name of a bucket on a local S3-compatible server that `spark` reaches as
+    s3a://<name>/...: S3Proxy on 127.0.0.1 (tests/object_store.py), started on first use
+    and stopped at the end of the test session."""
+    if not object_store.s3a_jars_cached() or not object_store.s3a_available(spark):
+        pytest.fail(
+            f"the S3A connector's JARs are not in {object_store.S3_JARS}: run scripts/setup"
+        )
+    server = object_store.start_s3proxy(tmp_path_factory.mktemp("s3proxy"))
+    try:
+        bucket = server.create_bucket("carbonlake-test")
+        object_store.configure_s3a(spark, object_store.s3a_bucket_settings(server, bucket))
+        yield bucket
+    finally:
+        server.stop()
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -229,7 +229,7 @@ def test_a_measurement_cut_short_in_the_references_resumes_without_the_pipeline(
         calls.append("pipeline")
         return {"status": "ok", "pipeline_s": 100.0 + len(calls)}
 
-    def references(spark, config, sampler):  # type: ignore[no-untyped-def]
+    def references(spark, landing, lake, sampler):  # type: ignore[no-untyped-def]
         calls.append("references")
         if fail_references[0]:
             raise KeyboardInterrupt  # the machine going down mid-way

@@ -60,8 +60,19 @@ def test_versions_must_be_in_order():
 
 
 def test_missing_config_file_is_a_clear_error(tmp_path):
-    with pytest.raises(ConfigError, match="not found"):
+    with pytest.raises(ConfigError) as error:
         load_config(tmp_path / "nope.yaml")
+    assert str(error.value) == f"configuration file not found: {tmp_path / 'nope.yaml'}"
+    with pytest.raises(ConfigError, match="configuration file not found: file:/"):
+        load_config(f"file:{tmp_path}/nope.yaml")
+
+
+def test_a_config_file_can_be_given_as_a_file_uri(tmp_path):
+    file = tmp_path / "my conf.yaml"
+    file.write_text("lake: s3a://bucket/lake\nexport: {format: parquet}\n")
+    for location in (str(file), f"file:{file}", f"file://{file}"):
+        config = load_config(location)
+        assert (config.lake, config.export.format) == ("s3a://bucket/lake", "parquet")
 
 
 def test_month_helpers():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import io
 from collections import Counter
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from carbon_core.reference.tables import SHIPPED_DIR
+from carbon_core.reference.tables import shipped_text
 from carbon_core.schemas import DATASETS
 from carbonlake_tools.generate import MALFORMED_SUFFIX, frames, generate_world, plan
 
@@ -168,7 +169,7 @@ def test_valid_rows_are_consistent(worlds: dict[str, object], spark: SparkSessio
     assert telemetry.filter(bad_used | outside | (F.minute(hour) != 0)).count() == 0
 
     # Fuel (source_type, unit) pairs exist in the shipped factors.
-    with (SHIPPED_DIR / "fuel_factors.csv").open(newline="") as handle:
+    with io.StringIO(shipped_text("fuel_factors.csv"), newline="") as handle:
         pairs = {(r["source_type"], r["unit"]) for r in csv.DictReader(handle)}
     used_pairs = {
         tuple(r) for r in t["fuel_records"].select("source_type", "unit").distinct().collect()

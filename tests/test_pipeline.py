@@ -17,9 +17,9 @@ from carbon_core import schemas
 from carbon_core.config import config_from_mapping
 from carbon_core.errors import InvariantError
 from carbon_core.export import EXPORT_COLUMNS, export_carbon
+from carbon_core.hadoop import persisted_rdd_ids
 from carbon_core.lake import read_table, table_commit_time, table_version, tables
 from carbon_core.pipeline import run_pipeline
-from carbon_core.session import persisted_rdd_ids
 from carbonlake_tools.generate import generate_world
 
 DEC, JAN = dt.date(2024, 12, 1), dt.date(2025, 1, 1)

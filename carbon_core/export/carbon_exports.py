@@ -10,13 +10,14 @@ import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from carbon_core.calendar import month_range, shift_month
 from carbon_core.errors import InputError
+from carbon_core.hadoop import HadoopFiles
 from carbon_core.lake import table_commit_time, tables
 from carbon_core.schemas import EDGE_KIND, EDGE_LOCATION
 
@@ -110,37 +111,6 @@ class ExportReport:
     out: str = ""
 
 
-class _Files:
-    """Hadoop FileSystem calls, so exports work on local disks and object stores alike."""
-
-    def __init__(self, spark: SparkSession, root: str) -> None:
-        jvm: Any = spark.sparkContext._jvm  # Hadoop FS has no Python API
-        self._jvm = jvm
-        self._path = jvm.org.apache.hadoop.fs.Path
-        conf = spark.sparkContext._jsc.hadoopConfiguration()
-        fs = self._path(root).getFileSystem(conf)
-        # The local file system wraps a raw one and writes hidden .crc side files; go
-        # around it so that listings show (and clean-up removes) every file.
-        checksummed = jvm.java.lang.Class.forName("org.apache.hadoop.fs.ChecksumFileSystem")
-        self._fs = fs.getRawFileSystem() if checksummed.isInstance(fs) else fs
-
-    def exists(self, path: str) -> bool:
-        return bool(self._fs.exists(self._path(path)))
-
-    def delete(self, path: str) -> None:
-        self._fs.delete(self._path(path), True)
-
-    def mkdirs(self, path: str) -> None:
-        self._fs.mkdirs(self._path(path))
-
-    def rename(self, source: str, target: str) -> None:
-        if not self._fs.rename(self._path(source), self._path(target)):
-            raise OSError(f"cannot move {source} to {target}")
-
-    def list_files(self, path: str) -> list[str]:
-        return [str(s.getPath().toString()) for s in self._fs.listStatus(self._path(path))]
-
-
 def export_carbon(
     spark: SparkSession,
     account_emissions: DataFrame,
@@ -157,7 +127,7 @@ def export_carbon(
     if not months:
         raise InputError("nothing to export: no months selected")
     root = str(out).rstrip("/")
-    files = _Files(spark, root)
+    files = HadoopFiles(spark, root)
     rows = to_export_rows(account_emissions, clusters, refreshed_at=refreshed_at)
     payers = sorted(
         r[0] for r in rows.select("payer_account_id").distinct().collect()
@@ -192,7 +162,7 @@ def export_carbon(
     report = ExportReport(backfilled_payers=new_payers, out=root)
     if not files.exists(staging):
         return report
-    for part_dir in files.list_files(staging):
+    for part_dir in files.list_children(staging):
         name = part_dir.rstrip("/").rsplit("/", 1)[-1]
         if not name.startswith("_part="):
             continue
@@ -201,11 +171,11 @@ def export_carbon(
         files.delete(target)
         files.mkdirs(f"{root}/{payer}")
         files.rename(part_dir, target)
-        for data_file in files.list_files(target):
+        for data_file in files.list_children(target):
             if data_file.rsplit("/", 1)[-1].startswith("part-"):
                 files.rename(data_file, f"{target}/carbon_{payer}_{month}.{fmt}")
         # Spark's markers and the local file system's .crc side files are not for customers
-        for side_file in files.list_files(target):
+        for side_file in files.list_children(target):
             if side_file.rsplit("/", 1)[-1].startswith((".", "_")):
                 files.delete(side_file)
         report.written.append((payer, month))

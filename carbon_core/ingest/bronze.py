@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, Observation, SparkSession
@@ -44,6 +43,7 @@ from carbon_core.lake import (
 )
 from carbon_core.reference import ReferenceTables
 from carbon_core.schemas import Dataset
+from carbon_core.session import label_jobs
 
 INGEST_STAGE = "ingest"
 INGEST_STAGE_PREDICATE = f"stage = '{INGEST_STAGE}'"
@@ -294,7 +294,7 @@ def _write_both_passes(
 
 def ingest_dataset(
     spark: SparkSession,
-    landing: Path,
+    landing: str,
     lake: str,
     dataset: Dataset,
     *,
@@ -312,7 +312,7 @@ def ingest_dataset(
     dataset fails. So does any other failure after the bronze commit.
     """
     started = time.monotonic()
-    spark.sparkContext.setJobGroup(f"ingest/{dataset.name}", f"carbonlake ingest {dataset.name}")
+    label_jobs(spark, f"ingest/{dataset.name}", f"carbonlake ingest {dataset.name}")
     parents = {name: read_bronze(spark, lake, name) for name in PARENTS[dataset.name]}
     rows = read_landing(spark, landing, dataset)
     written = (tables.bronze(dataset.name).uri(lake), tables.quarantine(dataset.name).uri(lake))
@@ -351,8 +351,8 @@ def ingest_dataset(
 
 def ingest_landing(
     spark: SparkSession,
-    landing: str | Path,
-    lake: str | Path,
+    landing: str,
+    lake: str,
     *,
     reference: ReferenceTables,
     datasets: Sequence[str] | None = None,
@@ -368,7 +368,7 @@ def ingest_landing(
     for name in _ordered(datasets):
         report = ingest_dataset(
             spark,
-            Path(landing),
+            str(landing),
             str(lake),
             schemas.DATASETS_BY_NAME[name],
             reference=reference,

@@ -19,17 +19,17 @@ are JSON numbers, booleans or ISO-8601 strings.
 from __future__ import annotations
 
 import csv
-import gzip
 import io
+import zlib
 from collections.abc import Sequence
 from functools import reduce
-from pathlib import Path
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from carbon_core.errors import InputError
+from carbon_core.hadoop import FileStatus, HadoopFiles, join
 from carbon_core.schemas import Dataset
 
 RAW = "raw"
@@ -43,6 +43,9 @@ RAW_LINE_KEY = "_line"
 CSV_SUFFIXES = (".csv", ".csv.gz")
 PARQUET_SUFFIXES = (".parquet",)
 PARQUET_MAGIC = b"PAR1"
+# A CSV header is read from the first bytes of its file: no real header is longer.
+HEADER_BYTES = 1 << 20
+GZIP_WBITS = 16 + zlib.MAX_WBITS  # zlib's setting for a gzip (not raw deflate) stream
 # Spark's convention: files starting with these are metadata (_SUCCESS, .crc), not data.
 HIDDEN_PREFIXES = ("_", ".")
 ISO_TIMESTAMP_FORMAT = "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX"
@@ -77,33 +80,47 @@ def empty_landing(spark: SparkSession, dataset: Dataset) -> DataFrame:
     return spark.createDataFrame([], _landing_struct(dataset))
 
 
-def _is_data_file(path: Path, suffixes: tuple[str, ...]) -> bool:
-    name = path.name.lower()
-    return path.is_file() and not name.startswith(HIDDEN_PREFIXES) and name.endswith(suffixes)
+def _is_data_file(file: FileStatus, suffixes: tuple[str, ...]) -> bool:
+    name = file.name.lower()
+    return not name.startswith(HIDDEN_PREFIXES) and name.endswith(suffixes)
 
 
-def landing_files(folder: Path) -> tuple[list[Path], list[Path]]:
-    """CSV and Parquet files under folder, recursively, sorted (hidden files skipped)."""
-    files = sorted(p for p in folder.rglob("*") if not _hidden_path(p, folder))
-    csvs = [p for p in files if _is_data_file(p, CSV_SUFFIXES)]
-    parquets = [p for p in files if _is_data_file(p, PARQUET_SUFFIXES)]
+def landing_files(files: HadoopFiles, folder: str) -> tuple[list[str], list[str]]:
+    """CSV and Parquet files under folder, recursively, as URIs sorted (hidden files and
+    files in hidden folders skipped)."""
+    root = files.uri(folder).rstrip("/") + "/"
+    listed = [
+        f
+        for f in files.list_files(folder, recursive=True)
+        if not _hidden_path(f.uri.removeprefix(root))
+    ]
+    csvs = [f.uri for f in listed if _is_data_file(f, CSV_SUFFIXES)]
+    parquets = [f.uri for f in listed if _is_data_file(f, PARQUET_SUFFIXES)]
     return csvs, parquets
 
 
-def _hidden_path(path: Path, root: Path) -> bool:
-    return any(part.startswith(HIDDEN_PREFIXES) for part in path.relative_to(root).parts)
+def _hidden_path(relative: str) -> bool:
+    return any(part.startswith(HIDDEN_PREFIXES) for part in relative.split("/"))
 
 
-def _csv_header(file: Path) -> list[str] | None:
+def _first_line_bytes(files: HadoopFiles, file: str) -> bytes:
+    """The file's first line (decompressed for .gz), read through the filesystem layer."""
+    head = files.read_head(file, HEADER_BYTES)
+    if file.lower().endswith(".gz"):
+        # A prefix of a gzip stream decompresses to a prefix of its text.
+        head = zlib.decompressobj(GZIP_WBITS).decompress(head, HEADER_BYTES)
+    return head.split(b"\n", 1)[0]
+
+
+def _csv_header(files: HadoopFiles, file: str) -> list[str] | None:
     """The header's column names (stripped), or None for an empty file."""
-    opener = gzip.open if file.name.lower().endswith(".gz") else open
     try:
-        with opener(file, "rb") as handle:
-            first = handle.readline()
-            line = first.decode("utf-8-sig", errors="replace")
-            row = next(csv.reader(io.StringIO(line)), None)
-    except (OSError, EOFError, csv.Error) as error:
+        line = _first_line_bytes(files, file).decode("utf-8-sig", errors="replace")
+        row = next(csv.reader(io.StringIO(line)), None)
+    except (zlib.error, csv.Error) as error:
         raise InputError(f"cannot read landing file {file}: {error}") from None
+    except Exception as error:  # the filesystem's error, reduced to one line
+        raise InputError(f"cannot read landing file {file}: {_first_line(error)}") from None
     if not row or all(name.strip() == "" for name in row):
         return None
     names = [name.strip() or f"_c{i}" for i, name in enumerate(row)]
@@ -132,7 +149,7 @@ def _file_path(uri_column: Column) -> Column:
     return F.when(uri_column.startswith("file:"), decoded).otherwise(uri_column)
 
 
-def _read_csv_group(spark: SparkSession, files: Sequence[Path], header: Sequence[str]) -> DataFrame:
+def _read_csv_group(spark: SparkSession, files: Sequence[str], header: Sequence[str]) -> DataFrame:
     """CSV files sharing one header, every column a string, malformed lines kept."""
     schema = T.StructType(
         [T.StructField(name, T.StringType(), True) for name in header]
@@ -146,7 +163,7 @@ def _read_csv_group(spark: SparkSession, files: Sequence[Path], header: Sequence
         .option("enforceSchema", "true")
         # RFC 4180 (Python's csv, pandas): a quote inside a quoted field is doubled
         .option("escape", '"')
-        .csv([str(f) for f in files])
+        .csv(list(files))
     )
     return frame.select(
         *(F.col(f"`{name}`") for name in header),
@@ -184,17 +201,14 @@ def _parquet_values(frame: DataFrame, keep_typed: T.StructType | None = None) ->
     )
 
 
-def _check_parquet_magic(file: Path) -> None:
+def _check_parquet_magic(files: HadoopFiles, file: str) -> None:
     """Fail early, naming the file, when it cannot be Parquet (no PAR1 head and tail)."""
     try:
-        with file.open("rb") as handle:
-            head = handle.read(len(PARQUET_MAGIC))
-            handle.seek(0, io.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(size - len(PARQUET_MAGIC), 0))
-            tail = handle.read(len(PARQUET_MAGIC))
-    except OSError as error:
-        raise InputError(f"cannot read landing file {file}: {error}") from None
+        size = files.size(file)
+        head = files.read_head(file, len(PARQUET_MAGIC))
+        tail = files.read_range(file, max(size - len(PARQUET_MAGIC), 0), len(PARQUET_MAGIC))
+    except Exception as error:  # the filesystem's error, reduced to one line
+        raise InputError(f"cannot read landing file {file}: {_first_line(error)}") from None
     if head != PARQUET_MAGIC or tail != PARQUET_MAGIC:
         raise InputError(f"landing file {file} is not a readable Parquet file")
 
@@ -207,22 +221,25 @@ def _first_line(error: Exception) -> str:
     return text.splitlines()[0][:500] if text else type(error).__name__
 
 
-def _read_one_parquet(spark: SparkSession, file: Path) -> DataFrame:
+def _read_one_parquet(spark: SparkSession, file: str) -> DataFrame:
     try:
-        return _parquet_values(spark.read.parquet(str(file)))
+        return _parquet_values(spark.read.parquet(file))
     except Exception as error:  # the JVM error is reduced to one line naming the file
         raise InputError(f"cannot read landing file {file}: {_first_line(error)}") from None
 
 
 def _read_parquet(
-    spark: SparkSession, files: Sequence[Path], keep_typed: T.StructType | None = None
+    spark: SparkSession,
+    filesystem: HadoopFiles,
+    files: Sequence[str],
+    keep_typed: T.StructType | None = None,
 ) -> DataFrame:
     """Parquet files as strings (but keep_typed's columns, see _parquet_values); files whose
     schemas do not merge are read one by one, as strings."""
     for file in files:
-        _check_parquet_magic(file)
+        _check_parquet_magic(filesystem, file)
     try:
-        merged = spark.read.option("mergeSchema", "true").parquet(*(str(f) for f in files))
+        merged = spark.read.option("mergeSchema", "true").parquet(*files)
         return _parquet_values(merged, keep_typed)
     except Exception:  # a conflict of column types or a broken file: find out file by file
         frames = [_read_one_parquet(spark, f) for f in files]
@@ -249,33 +266,34 @@ def _landing_values(frame: DataFrame, dataset: Dataset) -> DataFrame:
     )
 
 
-def read_landing(spark: SparkSession, landing: Path, dataset: Dataset) -> DataFrame:
+def read_landing(spark: SparkSession, landing: str, dataset: Dataset) -> DataFrame:
     """Every CSV/Parquet file of a dataset, unioned by name, columns as strings (or typed,
-    see the module docstring).
+    see the module docstring). `landing` is a URI or a local path.
 
     A missing folder is an InputError for a mandatory dataset and an empty frame
     for an optional one; an unreadable file is an InputError naming it.
     """
-    folder = Path(landing) / dataset.name
-    if not folder.is_dir():
+    filesystem = HadoopFiles(spark, landing)
+    folder = join(landing, dataset.name)
+    if not filesystem.is_dir(folder):
         if dataset.mandatory:
             raise InputError(f"landing dataset {dataset.name!r} not found: {folder}")
         return empty_landing(spark, dataset)
-    csvs, parquets = landing_files(folder)
+    csvs, parquets = landing_files(filesystem, folder)
     if not csvs and not parquets:
         if dataset.mandatory:
             raise InputError(f"landing dataset {dataset.name!r} has no data file: {folder}")
         return empty_landing(spark, dataset)
-    groups: dict[tuple[str, ...], list[Path]] = {}
+    groups: dict[tuple[str, ...], list[str]] = {}
     for file in csvs:
-        header = _csv_header(file)
+        header = _csv_header(filesystem, file)
         if header is not None:
             groups.setdefault(tuple(header), []).append(file)
     frames = [_read_csv_group(spark, files, header) for header, files in groups.items()]
     if parquets:
         # Typed columns only when nothing else is unioned with them (CSV is text).
         keep_typed = dataset.schema if not frames else None
-        frames.append(_read_parquet(spark, parquets, keep_typed))
+        frames.append(_read_parquet(spark, filesystem, parquets, keep_typed))
     if not frames:
         return empty_landing(spark, dataset)
     union = reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames)

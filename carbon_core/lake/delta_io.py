@@ -17,15 +17,14 @@ from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
+from carbon_core.hadoop import qualified
+
 WriteMode = Literal["overwrite", "append", "error"]
 
 
 def _uri(path: str | Path) -> str:
     """Local paths made absolute (Delta's table builder rejects relative ones); URIs as given."""
-    text = str(path)
-    if "://" in text or text.startswith("file:"):
-        return text
-    return str(Path(text).resolve())
+    return qualified(str(path))
 
 
 def table_exists(spark: SparkSession, path: str | Path) -> bool:

@@ -7,16 +7,20 @@ the driver, validated strictly, and handed to Spark for broadcast joins.
 from __future__ import annotations
 
 import csv
+import importlib.resources
+import io
 from dataclasses import dataclass
-from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
 from carbon_core import schemas
 from carbon_core.errors import InputError
+from carbon_core.hadoop import HadoopFiles, join
 
-SHIPPED_DIR = Path(__file__).resolve().parent / "data"
+# Read as package resources: they work from a wheel, a zip on --py-files or a source tree.
+SHIPPED_PACKAGE = "carbon_core.reference"
+SHIPPED_FOLDER = "data"
 
 REFERENCE_FILES: dict[str, T.StructType] = {
     "grid_factors.csv": schemas.GRID_FACTORS,
@@ -54,65 +58,72 @@ def _convert(value: str, dtype: T.DataType) -> object:
     return value
 
 
-def _read_reference_csv(file: Path, schema: T.StructType) -> list[tuple[object, ...]]:
-    """Parse and validate one reference CSV; errors name the file, line and column."""
-    if not file.is_file():
-        raise InputError(f"reference table not found: {file}")
-    with file.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        header = reader.fieldnames or []
-        missing = [f.name for f in schema.fields if f.name not in header]
-        if missing:
-            raise InputError(f"reference table {file} lacks column(s): {', '.join(missing)}")
-        rows = []
-        for line_number, record in enumerate(reader, start=2):
-            values: list[object] = []
-            for field in schema.fields:
-                text = (record.get(field.name) or "").strip()
-                if text == "":
-                    if (file.name, field.name) in _NULLABLE:
-                        values.append(None)
-                        continue
-                    raise InputError(
-                        f"reference table {file}, line {line_number}: column {field.name} is empty"
-                    )
-                try:
-                    values.append(_convert(text, field.dataType))
-                except ValueError as error:
-                    raise InputError(
-                        f"reference table {file}, line {line_number}: column {field.name} "
-                        f"has invalid value {text!r} ({error})"
-                    ) from None
-            rows.append(tuple(values))
-    if file.name == "grid_factors.csv":
+def shipped_text(name: str) -> str:
+    """The text of a shipped reference table (e.g. 'fuel_factors.csv')."""
+    resource = importlib.resources.files(SHIPPED_PACKAGE).joinpath(SHIPPED_FOLDER, name)
+    if not resource.is_file():
+        raise InputError(f"reference table not found: shipped {name}")
+    return resource.read_text(encoding="utf-8")
+
+
+def shipped_label(name: str) -> str:
+    """How the run log names a shipped table: its place in the package."""
+    return f"{SHIPPED_PACKAGE.replace('.', '/')}/{SHIPPED_FOLDER}/{name}"
+
+
+def _read_reference_csv(
+    text: str, name: str, file: str, schema: T.StructType
+) -> list[tuple[object, ...]]:
+    """Parse and validate one reference CSV's text; errors name the file, line and column."""
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    header = reader.fieldnames or []
+    missing = [f.name for f in schema.fields if f.name not in header]
+    if missing:
+        raise InputError(f"reference table {file} lacks column(s): {', '.join(missing)}")
+    rows = []
+    for line_number, record in enumerate(reader, start=2):
+        values: list[object] = []
+        for field in schema.fields:
+            text_value = (record.get(field.name) or "").strip()
+            if text_value == "":
+                if (name, field.name) in _NULLABLE:
+                    values.append(None)
+                    continue
+                raise InputError(
+                    f"reference table {file}, line {line_number}: column {field.name} is empty"
+                )
+            try:
+                values.append(_convert(text_value, field.dataType))
+            except ValueError as error:
+                raise InputError(
+                    f"reference table {file}, line {line_number}: column {field.name} "
+                    f"has invalid value {text_value!r} ({error})"
+                ) from None
+        rows.append(tuple(values))
+    if name == "grid_factors.csv":
         bad = sorted({str(r[0]) for r in rows} - _GRID_LEVELS)
         if bad:
             raise InputError(f"reference table {file}: column level has unknown value(s) {bad}")
-    if file.name == "zip_to_egrid.csv":
+    if name == "zip_to_egrid.csv":
         rows = [(str(r[0]).zfill(5), r[1]) for r in rows]
     return rows
 
 
-def reference_file(name: str, override_dir: str | Path | None) -> Path:
-    """The file used for a reference table: the override's when it has one."""
-    if override_dir is not None:
-        candidate = Path(override_dir) / name
-        if candidate.is_file():
-            return candidate
-    return SHIPPED_DIR / name
-
-
-def load_reference_tables(
-    spark: SparkSession, override_dir: str | Path | None = None
-) -> ReferenceTables:
-    """Load reference tables; a file of the same name in override_dir replaces the shipped one."""
-    if override_dir is not None and not Path(override_dir).is_dir():
+def load_reference_tables(spark: SparkSession, override_dir: str | None = None) -> ReferenceTables:
+    """Load reference tables; a file of the same name in override_dir (a URI or a local
+    path) replaces the shipped one."""
+    overrides = HadoopFiles(spark, override_dir) if override_dir is not None else None
+    if overrides is not None and override_dir is not None and not overrides.is_dir(override_dir):
         raise InputError(f"reference folder not found: {override_dir}")
     frames: dict[str, DataFrame] = {}
     files: dict[str, str] = {}
     for name, schema in REFERENCE_FILES.items():
-        file = reference_file(name, override_dir)
-        rows = _read_reference_csv(file, schema)
+        candidate = join(override_dir, name) if override_dir is not None else None
+        if overrides is not None and candidate is not None and overrides.exists(candidate):
+            label, text = candidate, overrides.read_text(candidate)
+        else:
+            label, text = shipped_label(name), shipped_text(name)
+        rows = _read_reference_csv(text, name, label, schema)
         frames[name.removesuffix(".csv")] = spark.createDataFrame(rows, schema)
-        files[name] = str(file)
+        files[name] = label
     return ReferenceTables(files=files, **frames)

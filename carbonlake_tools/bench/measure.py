@@ -298,8 +298,8 @@ def measure_pipeline(
     allocation_rows = next((s.rows_in for s in report.stages if s.name == "allocation"), 0)
     # The lake is the bench's own scratch: measured, then removed before the references,
     # so that the Delta copy does not need room beside it (about 20 GB each at 1e9).
-    lake_mb = folder_mb(Path(config.lake))
-    shutil.rmtree(Path(config.lake), ignore_errors=True)
+    lake_mb = folder_mb(args.lake)
+    shutil.rmtree(args.lake, ignore_errors=True)
     return {
         "usage_rows": args.usage_rows,
         "status": "ok",
@@ -319,8 +319,11 @@ def measure_pipeline(
     }
 
 
-def measure_references(spark: SparkSession, config: Config, sampler: RssSampler) -> dict[str, Any]:
-    """Time the bare scan, the Delta copy and DuckDB on the landing; stops the session."""
+def measure_references(
+    spark: SparkSession, landing: Path, lake: Path, sampler: RssSampler
+) -> dict[str, Any]:
+    """Time the bare scan, the Delta copy and DuckDB on the (local) landing; stops the
+    session. The bench's folders are its own local scratch, never a user's URIs."""
     from carbon_core.pipeline import label_jobs
 
     cores = spark.sparkContext.defaultParallelism
@@ -333,16 +336,16 @@ def measure_references(spark: SparkSession, config: Config, sampler: RssSampler)
     duckdb_rows = None
     started = time.monotonic()
     try:
-        scanned = bare_scan(spark, Path(config.landing))
+        scanned = bare_scan(spark, landing)
         bare_scan_s = round(time.monotonic() - started, 2)
     except Exception as error:
         errors["bare_scan"] = str(error).splitlines()[0][:300]
     label_jobs(spark, "bench/delta_copy")
     delta_copy_s = None
-    scratch = Path(config.lake).parent / "delta_copy"
+    scratch = lake.parent / "delta_copy"
     started = time.monotonic()
     try:
-        delta_copy(spark, Path(config.landing), scratch)
+        delta_copy(spark, landing, scratch)
         delta_copy_s = round(time.monotonic() - started, 2)
     except Exception as error:
         errors["delta_copy"] = str(error).splitlines()[0][:300]
@@ -351,7 +354,7 @@ def measure_references(spark: SparkSession, config: Config, sampler: RssSampler)
     spark.stop()
     started = time.monotonic()
     try:
-        duckdb_rows = duckdb_totals(Path(config.landing), cores)
+        duckdb_rows = duckdb_totals(landing, cores)
         duckdb_s = round(time.monotonic() - started, 2)
     except Exception as error:
         errors["duckdb"] = str(error).splitlines()[0][:300]
@@ -362,7 +365,7 @@ def measure_references(spark: SparkSession, config: Config, sampler: RssSampler)
         "duckdb_s": duckdb_s,
         "delta_copy_s": delta_copy_s,
         "duckdb_result_rows": duckdb_rows,
-        "landing_mb": folder_mb(Path(config.landing)),
+        "landing_mb": folder_mb(landing),
         "reference_errors": errors,
     }
 
@@ -389,11 +392,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     if saved.get("key") == key:
         pipeline = saved["run"]
         pipeline["pipeline_resumed"] = True
-        shutil.rmtree(Path(config.lake), ignore_errors=True)
+        shutil.rmtree(args.lake, ignore_errors=True)
     else:
         pipeline = measure_pipeline(spark, config, args, sampler)
         kept.write_text(json.dumps({"key": key, "run": pipeline}))
-    references = measure_references(spark, config, sampler)
+    references = measure_references(spark, args.landing, args.lake, sampler)
     sampler.stop()
     kept.unlink(missing_ok=True)
     return {**pipeline, **references}

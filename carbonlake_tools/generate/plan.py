@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import io
 import itertools
 import math
 import random
 from dataclasses import dataclass, field
 
 from carbon_core.calendar import parse_month
-from carbon_core.reference.tables import SHIPPED_DIR
+from carbon_core.reference.tables import shipped_text
 
 # --- sizes --------------------------------------------------------------------
 
@@ -699,7 +700,7 @@ def _replace(site: Site, **changes: object) -> Site:
 
 def load_zip_egrid() -> dict[str, str]:
     """The shipped ZIP -> eGRID subregion table."""
-    with (SHIPPED_DIR / "zip_to_egrid.csv").open(newline="") as handle:
+    with io.StringIO(shipped_text("zip_to_egrid.csv"), newline="") as handle:
         return {row["postal_code"]: row["egrid_subregion"] for row in csv.DictReader(handle)}
 
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import io
 import random
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from carbon_core.reference.tables import SHIPPED_DIR
+from carbon_core.reference.tables import shipped_text
 from carbonlake_tools.generate.plan import (
     PRODUCTS,
     Site,
@@ -566,7 +567,7 @@ REFRIGERANTS = ("R-410A", "R-134a")
 
 def fuel_pairs() -> set[tuple[str, str]]:
     """(source_type, unit) pairs of the shipped fuel_factors.csv."""
-    with (SHIPPED_DIR / "fuel_factors.csv").open(newline="") as handle:
+    with io.StringIO(shipped_text("fuel_factors.csv"), newline="") as handle:
         return {(row["source_type"], row["unit"]) for row in csv.DictReader(handle)}
 
 

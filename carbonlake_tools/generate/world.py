@@ -5,15 +5,16 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import functools
+import io
 import json
-import shutil
+import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Literal
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from carbon_core.hadoop import HadoopFiles, join
 from carbonlake_tools.generate import frames, small
 from carbonlake_tools.generate.plan import WorldPlan, build_plan
 
@@ -21,15 +22,17 @@ UsageFormat = Literal["csv", "parquet"]
 MALFORMED_SUFFIX = ".malformed"  # counts key: "<dataset>.malformed"
 
 
-def _write_small(table: small.Table, folder: Path) -> int:
+def _write_small(files: HadoopFiles, table: small.Table, folder: str) -> int:
     """One CSV file with a header: <folder>/<dataset>.csv (the folder is replaced)."""
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
-    with (folder / f"{folder.name}.csv").open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(table.columns), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(table.rows)
+    if files.exists(folder):
+        files.delete(folder)
+    files.mkdirs(folder)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(table.columns), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(table.rows)
+    name = folder.rstrip("/").rsplit("/", 1)[-1]
+    files.write_text(join(folder, f"{name}.csv"), text.getvalue())
     return len(table.rows)
 
 
@@ -39,13 +42,13 @@ def _write_small(table: small.Table, folder: Path) -> int:
 PARQUET_ROW_GROUP_BYTES = 8 * 1024 * 1024
 
 
-def _write_spark(df: DataFrame, folder: Path, fmt: UsageFormat = "csv") -> None:
+def _write_spark(df: DataFrame, folder: str, fmt: UsageFormat = "csv") -> None:
     """Spark's files under <folder> (replaced); CSV with a header."""
     writer = df.write.mode("overwrite")
     if fmt == "parquet":
-        writer.option("parquet.block.size", PARQUET_ROW_GROUP_BYTES).parquet(str(folder))
+        writer.option("parquet.block.size", PARQUET_ROW_GROUP_BYTES).parquet(folder)
     else:
-        writer.option("header", True).csv(str(folder))
+        writer.option("header", True).csv(folder)
 
 
 # The hourly datasets are written in pieces of about this many rows, each one Spark job
@@ -60,26 +63,27 @@ HOURLY_DATASETS = ("racks", "rack_telemetry", "usage")
 class _Pieces:
     """The pieces of the hourly datasets written so far, and what each one counted."""
 
-    def __init__(self, out: Path, key: dict[str, object], resume: bool) -> None:
-        self.path = out / STATE_FILE
-        state = json.loads(self.path.read_text()) if resume and self.path.is_file() else {}
+    def __init__(self, files: HadoopFiles, out: str, key: dict[str, object], resume: bool) -> None:
+        self.files = files
+        self.path = join(out, STATE_FILE)
+        resumable = resume and files.exists(self.path)
+        state = json.loads(files.read_text(self.path)) if resumable else {}
         self.key = key
         self.done: dict[str, object] = state.get("done", {}) if state.get("key") == key else {}
         if not self.done:
             for name in HOURLY_DATASETS:
-                shutil.rmtree(out / name, ignore_errors=True)
+                if files.exists(join(out, name)):
+                    files.delete(join(out, name))
         self._save()
 
     def _save(self) -> None:
-        partial = self.path.with_name(self.path.name + ".tmp")
-        partial.write_text(json.dumps({"key": self.key, "done": self.done}))
-        partial.replace(self.path)
+        self.files.replace_text(self.path, json.dumps({"key": self.key, "done": self.done}))
 
     def write(
         self,
         name: str,
         df: DataFrame,
-        folder: Path,
+        folder: str,
         fmt: UsageFormat,
         result: Callable[[], Any] | None = None,
     ) -> Any:
@@ -87,17 +91,22 @@ class _Pieces:
         stored with the piece (None without `result`), or the stored one when done."""
         if name in self.done:
             return self.done[name]
-        staging = folder / _STAGING
+        staging = join(folder, _STAGING)
         _write_spark(df, staging, fmt)
-        for stale in folder.glob(f"{name}-*"):  # moved before an interruption
-            stale.unlink()
-        for file in sorted(staging.iterdir()):
-            if file.name.startswith("part-"):
-                file.rename(folder / f"{name}-{file.name}")
-        shutil.rmtree(staging)
+        for stale in self.files.list_children(folder):  # moved before an interruption
+            if _base_name(stale).startswith(f"{name}-"):
+                self.files.delete(stale)
+        for file in sorted(self.files.list_children(staging)):
+            if _base_name(file).startswith("part-"):
+                self.files.rename(file, join(folder, f"{name}-{_base_name(file)}"))
+        self.files.delete(staging)
         self.done[name] = result() if result is not None else None
         self._save()
         return self.done[name]
+
+
+def _base_name(uri: str) -> str:
+    return uri.rstrip("/").rsplit("/", 1)[-1]
 
 
 def _ranges(total: int, per_piece: int) -> list[tuple[int, int]]:
@@ -132,7 +141,7 @@ def _sum_daily(pieces: list[tuple[dict[str, dict[str, float]], int]]) -> small.D
 def _hourly(
     spark: SparkSession,
     plan: WorldPlan,
-    out: Path,
+    out: str,
     share: float,
     usage_format: UsageFormat,
     pieces: _Pieces,
@@ -142,7 +151,7 @@ def _hourly(
     counts: dict[str, int] = {}
     seed = plan.seed
     for name in HOURLY_DATASETS:
-        (out / name).mkdir(parents=True, exist_ok=True)
+        pieces.files.mkdirs(join(out, name))
     sites = frames.sites_frame(spark, plan)
     expected_telemetry = plan.total_racks * plan.hours
     gids = spark.range(
@@ -157,7 +166,7 @@ def _hourly(
     racks_out = frames.racks_text(racks)
     if bad_racks:
         racks_out = racks_out.unionByName(frames.malformed_racks(anchors, plan, seed, bad_racks))
-    pieces.write("racks", racks_out.coalesce(1), out / "racks", "csv")
+    pieces.write("racks", racks_out.coalesce(1), join(out, "racks"), "csv")
     counts["racks"], counts["racks" + MALFORMED_SUFFIX] = plan.total_racks + bad_racks, bad_racks
 
     # A telemetry piece is the racks of a range of rack numbers, every hour of each.
@@ -170,7 +179,7 @@ def _hourly(
             pieces.write(
                 f"t{i:03d}",
                 frames.telemetry_text(telemetry),
-                out / "rack_telemetry",
+                join(out, "rack_telemetry"),
                 usage_format,
                 functools.partial(_daily_it, telemetry),
             )
@@ -182,7 +191,7 @@ def _hourly(
         # In Parquet the telemetry keeps its text columns (malformed rows need them);
         # ingest reads every landing column as text either way.
         bad = frames.malformed_telemetry(anchors, plan, seed, bad_telemetry)
-        pieces.write("tbad", bad, out / "rack_telemetry", usage_format)
+        pieces.write("tbad", bad, join(out, "rack_telemetry"), usage_format)
     counts["rack_telemetry"] = n_telemetry + bad_telemetry
     counts["rack_telemetry" + MALFORMED_SUFFIX] = bad_telemetry
 
@@ -196,12 +205,15 @@ def _hourly(
         ).withColumnRenamed("id", "row_id")
         usage = frames.usage_rows(ids, tables, n_series, seed)
         pieces.write(
-            f"u{i:03d}", frames.usage_text(usage) if text else usage, out / "usage", usage_format
+            f"u{i:03d}",
+            frames.usage_text(usage) if text else usage,
+            join(out, "usage"),
+            usage_format,
         )
     bad_usage = small.malformed_count(n_usage, share)
     if bad_usage:
         bad = frames.malformed_usage(tables, n_series, n_usage, plan, seed, bad_usage, text=text)
-        pieces.write("ubad", bad, out / "usage", usage_format)
+        pieces.write("ubad", bad, join(out, "usage"), usage_format)
     counts["usage"], counts["usage" + MALFORMED_SUFFIX] = n_usage + bad_usage, bad_usage
     racks.unpersist()
     return counts, daily
@@ -209,7 +221,7 @@ def _hourly(
 
 def generate_world(
     spark: SparkSession,
-    out: Path,
+    out: str | os.PathLike[str],
     *,
     scale: int = 1_000_000,
     seed: int = 7,
@@ -232,8 +244,9 @@ def generate_world(
         raise ValueError(f"usage_format must be csv or parquet, got {usage_format!r}")
     if not 0 <= malformed_share < 1:
         raise ValueError("malformed_share must be in [0, 1)")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = os.fspath(out)
+    files = HadoopFiles(spark, out)
+    files.mkdirs(out)
     plan = build_plan(scale, seed, start_month, months)
     key = {
         "scale": scale,
@@ -244,7 +257,7 @@ def generate_world(
         "format": usage_format,
         "piece_rows": piece_rows,
     }
-    pieces = _Pieces(out, key, resume)
+    pieces = _Pieces(files, out, key, resume)
     counts, daily = _hourly(spark, plan, out, malformed_share, usage_format, pieces, piece_rows)
     energy = small.Energy(plan, daily)
     prices = small.price_table(plan)
@@ -261,6 +274,6 @@ def generate_world(
         "site_water": small.water_table(plan, energy, malformed_share),
     }
     for name, table in tables.items():
-        counts[name] = _write_small(table, out / name)
+        counts[name] = _write_small(files, table, join(out, name))
         counts[name + MALFORMED_SUFFIX] = len(table.malformed)
     return counts
