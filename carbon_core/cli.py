@@ -105,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common(catalog)
     catalog.add_argument("--database", help="database to register in (default: catalog.database)")
     catalog.add_argument("--lake", type=str)
+
+    maintain = commands.add_parser(
+        "maintain", help="compact the hourly bronze tables and vacuum every lake table"
+    )
+    _common(maintain)
+    maintain.add_argument("--lake", type=str)
     return parser
 
 
@@ -285,6 +291,16 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_maintain(args: argparse.Namespace) -> int:
+    from carbon_core.lake.maintain import maintain_lake
+    from carbon_core.session import build_spark_session
+
+    config = load_config(args.config).with_overrides(lake=args.lake)
+    spark = build_spark_session(config.spark)
+    maintain_lake(spark, config.lake, config.maintenance)
+    return 0
+
+
 def _validate_config_first(args: argparse.Namespace) -> None:
     """Fail on a bad config file before Spark or any heavy import starts."""
     load_config(args.config)
@@ -298,6 +314,7 @@ COMMANDS = {
     "report": cmd_report,
     "forecast": cmd_forecast,
     "catalog": cmd_catalog,
+    "maintain": cmd_maintain,
 }
 
 

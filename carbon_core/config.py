@@ -137,6 +137,14 @@ class CatalogSettings(_Strict):
     register_after_run: bool = False
 
 
+class MaintenanceSettings(_Strict):
+    """`carbonlake maintain` (docs/operations.md §4.4)."""
+
+    # Delta's safety check refuses less than a table's deletedFileRetentionDuration,
+    # 7 days by default; carbonlake never turns the check off.
+    vacuum_retention_hours: int = Field(default=168, ge=168)
+
+
 def _location(value: Any) -> Any:
     if isinstance(value, os.PathLike):
         return os.fspath(value)
@@ -163,6 +171,7 @@ class Config(_Strict):
     targets: tuple[TargetSettings, ...] = ()
     forecast: ForecastSettings = ForecastSettings()
     catalog: CatalogSettings = CatalogSettings()
+    maintenance: MaintenanceSettings = MaintenanceSettings()
 
     def with_overrides(self, **changes: Any) -> Config:
         """A copy with top-level fields replaced (CLI flags win over the file)."""

@@ -33,7 +33,7 @@ from carbon_core.config import Config
 from carbon_core.errors import CarbonlakeError, InputError, InvariantError
 from carbon_core.extras import FORECAST_PACKAGES, missing_packages
 from carbon_core.hadoop import persisted_rdd_ids
-from carbon_core.ingest import IngestReport, ingest_landing, read_bronze
+from carbon_core.ingest import IngestReport, bronze_months, ingest_landing, read_bronze
 from carbon_core.insight.benchmarks import build_region_benchmarks
 from carbon_core.insight.rollups import build_bu_monthly, check_rollup_totals
 from carbon_core.insight.targets import write_target_progress
@@ -117,18 +117,16 @@ class RunReport:
 
 
 def resolve_run_months(
-    usage: DataFrame, month_from: dt.date | None, month_to: dt.date | None
+    spark: SparkSession, lake: str, month_from: dt.date | None, month_to: dt.date | None
 ) -> list[dt.date]:
-    """The run's months: the given range, else the months spanned by usage."""
+    """The run's months: the given range, else the months bronze usage spans (read from
+    its month partitions, not its rows)."""
     if month_from is not None and month_to is not None:
         return month_range(month_from, month_to)
-    bounds = usage.select(
-        F.min(F.trunc("usage_start", "month")).alias("first"),
-        F.max(F.trunc("usage_start", "month")).alias("last"),
-    ).first()
-    if bounds is None or bounds["first"] is None:
+    bounds = bronze_months(spark, lake, "usage")
+    if bounds is None:
         raise InputError("no usage rows: give the months to run with --from and --to")
-    return month_range(month_from or bounds["first"], month_to or bounds["last"])
+    return month_range(month_from or bounds[0], month_to or bounds[1])
 
 
 def _timed(log: Log, name: str) -> Callable[[int, int, int], StageReport]:
@@ -215,10 +213,18 @@ def _run(
     lake = str(config.lake)
     ingest_report: IngestReport | None = None
     if not skip_ingest:
-        ingest_report = ingest_landing(spark, config.landing, lake, reference=reference, log=log)
+        ingest_report = ingest_landing(
+            spark, config.landing, lake, reference=reference, log=log, run_id=run_id
+        )
     label_jobs(spark, "run_months")
-    bronze = {d.name: read_bronze(spark, lake, d.name) for d in schemas.DATASETS}
-    months = resolve_run_months(bronze["usage"], month_from, month_to)
+    months = resolve_run_months(spark, lake, month_from, month_to)
+    # The hourly datasets are read for the run's months only (partition filters).
+    bronze = {
+        d.name: read_bronze(
+            spark, lake, d.name, months=months if d.name in schemas.MONTH_PARTITIONED else None
+        )
+        for d in schemas.DATASETS
+    }
     for month in months:
         if config.methodology.version_for(month) is None:
             raise CarbonlakeError(f"no methodology version configured for {month:%Y-%m}")

@@ -276,6 +276,12 @@ INGEST_METADATA_FIELDS: tuple[tuple[str, T.DataType], ...] = (
 )
 
 
+# The hourly datasets' bronze tables are partitioned by the month of this column, so that
+# a run reads only its months (docs/data-contract.md §3).
+MONTH_PARTITIONED: dict[str, str] = {"usage": "usage_start", "rack_telemetry": "hour"}
+BRONZE_MONTH = "_month"
+
+
 def bronze_schema(dataset: Dataset) -> T.StructType:
     """A dataset's typed columns plus ingestion lineage."""
     return T.StructType(
@@ -384,6 +390,25 @@ CLUSTER_EFFICIENCY = _struct(
     ("wue_l_per_kwh", D),
     keys=("month", "cluster_id"),
 )
+# bronze/_files: the file ledger (ingest/ledger.py), one row per landing file ever seen.
+LANDING_FILES = _struct(
+    ("dataset", S),
+    ("file", S),
+    ("size", LONG),
+    ("modified_ms", LONG),
+    ("fingerprint", S),
+    ("rows_read", LONG),
+    ("bronze_rows", LONG),
+    ("quarantined_rows", LONG),
+    ("months", T.ArrayType(DATE)),
+    ("status", S),
+    ("duplicate_of", S),
+    ("ingest_run", S),
+    ("ingested_at", TS),
+    ("seen_at", TS),
+    keys=("dataset", "file"),
+)
+
 RUN_LOG = _struct(
     ("run_id", S),
     ("started_at", TS),

@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -142,6 +144,20 @@ def release_persisted_since(spark: SparkSession, before: frozenset[int]) -> None
     long-lived session (tests, a notebook, several runs) would fill its heap with them.
     """
     unpersist_rdds_except(spark, before)
+
+
+@contextmanager
+def temporary_conf(spark: SparkSession, key: str, value: str) -> Iterator[None]:
+    """A runtime SQL setting for the block, the session's own setting restored after."""
+    before = spark.conf.get(key, None)
+    spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        if before is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, before)
 
 
 # The tag prefix of label_jobs under Spark Connect (a tag may not contain a comma).

@@ -126,6 +126,9 @@ def _run(rows: int, pipeline: float, bare: float, duckdb: float, rss: float) -> 
         "usage_rows": rows,
         "status": "ok",
         "pipeline_s": pipeline,
+        "run_s": pipeline * 0.9,
+        "incremental_month_s": pipeline * 0.09,
+        "noop_run_s": 30.0,
         "bare_scan_s": bare,
         "duckdb_s": duckdb,
         "delta_copy_s": bare * 2,
@@ -164,7 +167,7 @@ def test_targets_at_the_stated_scales():
     )
     duck = by_name["pipeline_s <= 4 x DuckDB reference"]
     assert (duck["value"], duck["holds"]) == (6.0, False)
-    copy = by_name["proposed: pipeline_s <= 2.5 x plain Spark copy to Delta"]
+    copy = by_name["pipeline_s <= 2.5 x plain Spark copy to Delta"]
     assert (copy["value"], copy["usage_rows"], copy["holds"]) == (1.5, 10**8, True)
     per_row = by_name["s per million rows grows <= 1.15x (1e7 -> 1e8)"]
     assert (per_row["value"], per_row["usage_rows"], per_row["holds"]) == (
@@ -173,8 +176,16 @@ def test_targets_at_the_stated_scales():
         False,
     )
     assert by_name["peak driver RSS grows <= 1.2x (1e7 -> 1e8)"]["holds"] is True
+    incremental = by_name["incremental_month_s <= 15 % of the full run"]
+    assert (incremental["value"], incremental["usage_rows"], incremental["holds"]) == (
+        pytest.approx(0.1),
+        10**8,
+        True,
+    )
+    assert by_name["noop_run_s <= 60 s"]["value"] == 30.0
     # the 1e9 run failed: not a completed run
     assert by_name["a 1e9-row run completes"]["holds"] is None
+    assert by_name["goal: pipeline_s <= 3,600 s at 1e9"]["holds"] is None
 
 
 def test_targets_on_other_scales_say_so_and_nothing_measured_is_none():
@@ -206,8 +217,8 @@ def test_summary_and_markdown():
     lines = markdown.splitlines()
     assert "Machine: 2 cores, 24.0 GB" in lines[2]
     assert (
-        "| 1e8 | 1,200.0 | 400.0 | 200.0 | 800.0 | 3.00 | 6.00 | 1.50 | 12.00 | 2,300 | 1,000 | - |"
-        in lines
+        "| 1e8 | 1,200.0 | 400.0 | 200.0 | 800.0 | 3.00 | 6.00 | 1.50 | 12.00 | 108.0 | 0.100 | "
+        "30.0 | 2,300 | 1,000 | - |" in lines
     )
     assert any(line.startswith("| 1e9 | failed: measure: out of memory") for line in lines)
     assert "| ingest | 600.0 | 100,000,000 | - | 2.0 | - | - |" in lines
@@ -238,6 +249,12 @@ def test_a_measurement_cut_short_in_the_references_resumes_without_the_pipeline(
     monkeypatch.setattr(carbon_core.session, "build_spark_session", lambda conf: None)
     monkeypatch.setattr(measure, "measure_pipeline", pipeline)
     monkeypatch.setattr(measure, "measure_references", references)
+
+    def incremental(spark, config, args, pipeline, sampler):  # type: ignore[no-untyped-def]
+        calls.append("incremental")
+        return {"incremental_month_s": 5.0}
+
+    monkeypatch.setattr(measure, "_incremental", incremental)
     out = tmp_path / "run.json"
     argv = ["--landing", str(tmp_path / "l"), "--lake", str(tmp_path / "k")]
     argv += ["--exports", str(tmp_path / "e"), "--out", str(out), "--usage-rows", "1000"]
@@ -246,19 +263,20 @@ def test_a_measurement_cut_short_in_the_references_resumes_without_the_pipeline(
 
     with pytest.raises(KeyboardInterrupt):
         measure.measure(args)
-    assert calls == ["pipeline", "references"]
+    assert calls == ["pipeline", "incremental", "references"]
     fail_references[0] = False
     run = measure.measure(resumed)
-    assert calls[2:] == ["references"]
+    assert calls[3:] == ["references"]  # the kept measurement holds the incremental month
     assert run == {
         "status": "ok",
         "pipeline_s": 101.0,
+        "incremental_month_s": 5.0,
         "pipeline_resumed": True,
         "bare_scan_s": 2.0,
     }
     # Once complete, nothing is kept: the next run measures the pipeline again.
     assert not list(tmp_path.glob("*.pipeline.json"))
-    assert measure.measure(resumed)["pipeline_s"] == 104.0
+    assert measure.measure(resumed)["pipeline_s"] == 105.0
 
     # Kept measurements of other code, another scale or without --resume are not used.
     for changed, patch in (

@@ -14,7 +14,7 @@ import pytest
 from helpers import assert_frames_equal
 from pyspark.sql import SparkSession
 
-from carbon_core.config import Config
+from carbon_core.config import Config, load_config
 from carbon_core.errors import ConfigError
 from carbon_core.export import ExportReport, export_lake
 from carbon_core.hadoop import HadoopFiles
@@ -155,3 +155,14 @@ def test_extra_jars_expand_folders_and_pass_uris_on(tmp_path):
         (tmp_path / "empty").mkdir(exist_ok=True)
         with pytest.raises(ConfigError, match="no JAR file at"):
             _extra_jars((str(missing),))
+
+
+def test_a_config_file_is_read_from_the_object_store(spark, s3_bucket):
+    uri = f"s3a://{s3_bucket}/conf/cluster.yaml"
+    HadoopFiles(spark, uri).write_text(
+        uri, f"lake: s3a://{s3_bucket}/lake\nspark:\n  shuffle_partitions: 3\n"
+    )
+    config = load_config(uri)
+    assert (config.lake, config.spark.shuffle_partitions) == (f"s3a://{s3_bucket}/lake", 3)
+    with pytest.raises(ConfigError, match="configuration file not found: s3a://"):
+        load_config(f"s3a://{s3_bucket}/conf/missing.yaml")

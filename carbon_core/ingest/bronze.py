@@ -1,10 +1,12 @@
-"""Landing -> bronze + quarantine: one overwrite commit per bronze table, ingest rows of quarantine.
+"""Landing -> bronze + quarantine, file by file through the ledger (ingest/ledger.py).
 
 Datasets are processed parents first (INGEST_ORDER), and each child's foreign
-keys are checked against the bronze tables its parents just wrote, so bronze
-is referentially consistent. Re-ingesting the same files replaces, never
-appends: bronze is overwritten and quarantine's `stage = 'ingest'` rows are
-replaced, leaving rows that later stages quarantined untouched.
+keys are checked against the bronze tables its parents hold, so bronze is
+referentially consistent. An ingest takes only the files the ledger has not taken:
+new files add their rows, a corrected file replaces exactly its own rows (bronze and
+quarantine's `stage = 'ingest'` rows, one commit each), so ingesting the same files
+again changes nothing, and rows that later stages quarantined are never touched.
+A lake without a ledger is rebuilt whole once (docs/operations.md §4.5).
 """
 
 from __future__ import annotations
@@ -12,24 +14,27 @@ from __future__ import annotations
 import datetime as dt
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame, Observation, SparkSession
+from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 
 from carbon_core import schemas
 from carbon_core.errors import InputError, InvariantError
-from carbon_core.ingest.landing import RAW, SOURCE_FILE, read_landing
+from carbon_core.ingest import ledger
+from carbon_core.ingest.landing import RAW, SOURCE_FILE, dataset_files, read_landing_files
 from carbon_core.ingest.rules import (
     PARENTS,
     REASON,
+    SELF_RULES,
     check_rows,
     rank_key_candidates,
     repeated_key_hashes,
     resolve_keys,
+    typed_column,
 )
 from carbon_core.lake import (
     TableCheckpoint,
@@ -41,9 +46,10 @@ from carbon_core.lake import (
     tables,
     write_table,
 )
+from carbon_core.lake.delta_io import sql_text, table_partitioning
 from carbon_core.reference import ReferenceTables
 from carbon_core.schemas import Dataset
-from carbon_core.session import label_jobs
+from carbon_core.session import label_jobs, temporary_conf
 
 INGEST_STAGE = "ingest"
 INGEST_STAGE_PREDICATE = f"stage = '{INGEST_STAGE}'"
@@ -76,12 +82,28 @@ class DatasetReport:
     bronze_rows: int
     quarantined_rows: int
     seconds: float
+    files: int = 0  # files ingested (new or changed)
+    duplicates: tuple[tuple[str, str], ...] = ()  # (file, the ingested file it repeats)
+    changed: tuple[str, ...] = ()  # files changed in place, their rows replaced
+    gone: int = 0  # files the ledger had that landing no longer holds
+    rerun_months: tuple[dt.date, ...] = field(default=())  # months a changed file touches
 
     def line(self) -> str:
-        """One progress line, e.g. 'ingest usage: 20000 in, 19950 bronze, 50 quarantined, 3.1 s'."""
+        """One progress line, e.g. 'ingest usage: 2 files, 20000 in, 19950 bronze, 50
+        quarantined, 3.1 s'; duplicates, changed and gone files when there are any."""
+        extra = "".join(
+            f", {n} {label}"
+            for n, label in (
+                (len(self.duplicates), "duplicate files skipped"),
+                (len(self.changed), "changed files replaced"),
+                (self.gone, "files gone from landing (bronze keeps their rows)"),
+            )
+            if n
+        )
         return (
-            f"ingest {self.dataset}: {self.rows_in} in, {self.bronze_rows} bronze, "
-            f"{self.quarantined_rows} quarantined, {self.seconds:.1f} s"
+            f"ingest {self.dataset}: {self.files} files, {self.rows_in} in, "
+            f"{self.bronze_rows} bronze, {self.quarantined_rows} quarantined{extra}, "
+            f"{self.seconds:.1f} s"
         )
 
 
@@ -114,6 +136,11 @@ class IngestReport:
         return sum(r.quarantined_rows for r in self.datasets)
 
     @property
+    def rerun_months(self) -> tuple[dt.date, ...]:
+        """Months that files changed in place touch (their results need a re-run)."""
+        return tuple(sorted({m for r in self.datasets for m in r.rerun_months}))
+
+    @property
     def seconds(self) -> float:
         """Wall time over all datasets."""
         return sum(r.seconds for r in self.datasets)
@@ -126,24 +153,58 @@ class IngestReport:
         )
 
 
-def read_bronze(spark: SparkSession, lake: tables.Lake, name: str) -> DataFrame:
-    """The bronze table of a dataset; InputError when it was never ingested.
+def read_bronze(
+    spark: SparkSession,
+    lake: tables.Lake,
+    name: str,
+    *,
+    months: Sequence[dt.date] | None = None,
+) -> DataFrame:
+    """The bronze table of a dataset in its contract schema; InputError when it was never
+    ingested. `months` limits an hourly dataset to those months' partitions.
 
     An optional dataset missing from a lake ingested before it existed reads as empty,
     as a missing landing folder would have made it."""
     path = tables.bronze(name).uri(lake)
+    dataset = schemas.DATASETS_BY_NAME.get(name)
     if not table_exists(spark, path):
-        dataset = schemas.DATASETS_BY_NAME.get(name)
         if dataset is not None and not dataset.mandatory:
             return spark.createDataFrame([], schemas.bronze_schema(dataset))
         raise InputError(f"bronze table {name!r} not found: {path} (run ingest first)")
-    return read_table(spark, path)
+    table = read_table(spark, path)
+    if name not in schemas.MONTH_PARTITIONED or dataset is None:
+        return table
+    if months is not None:
+        table = table.where(_months_predicate(months) if months else F.lit(False))
+    return table.select(*schemas.bronze_schema(dataset).fieldNames())
+
+
+def bronze_months(
+    spark: SparkSession, lake: tables.Lake, name: str
+) -> tuple[dt.date, dt.date] | None:
+    """The first and last month of an hourly dataset's bronze (its partition values)."""
+    path = tables.bronze(name).uri(lake)
+    if not table_exists(spark, path):
+        return None
+    bounds = (
+        read_table(spark, path)
+        .select(
+            F.min(schemas.BRONZE_MONTH).alias("first"), F.max(schemas.BRONZE_MONTH).alias("last")
+        )
+        .first()
+    )
+    if bounds is None or bounds["first"] is None:
+        return None
+    return bounds["first"], bounds["last"]
 
 
 def to_bronze(validated: DataFrame, dataset: Dataset, ingested_at: dt.datetime) -> DataFrame:
     """Valid rows in the bronze schema."""
-    schema = schemas.bronze_schema(dataset)
+    schema = tables.bronze(dataset.name).schema
     values = {SOURCE_FILE: F.col(SOURCE_FILE), INGESTED_AT: F.lit(ingested_at)}
+    month_of = schemas.MONTH_PARTITIONED.get(dataset.name)
+    if month_of is not None:
+        values[schemas.BRONZE_MONTH] = F.trunc(F.to_date(month_of), "month")
     return validated.where(F.col(REASON).isNull()).select(
         *(values.get(f.name, F.col(f.name)).cast(f.dataType).alias(f.name) for f in schema.fields)
     )
@@ -181,9 +242,10 @@ def _read_failure(error: Exception) -> str | None:
 # hourly tables, the one a reader of some months filters on: the other columns'
 # statistics would cost a large share of the bronze write and skip no file.
 STATS_COLUMNS_PROPERTY = "delta.dataSkippingStatsColumns"
+# `_source_file` too: an ingest replacing a changed file's rows finds them by it.
 BRONZE_STATS_COLUMNS: dict[str, tuple[str, ...]] = {
-    "usage": ("usage_start",),
-    "rack_telemetry": ("hour",),
+    "usage": ("usage_start", SOURCE_FILE),
+    "rack_telemetry": ("hour", SOURCE_FILE),
 }
 
 
@@ -226,18 +288,9 @@ def _repeated_keys(rows: DataFrame, dataset: Dataset, rows_in: int) -> DataFrame
 CSV_COLUMN_PRUNING = "spark.sql.csv.parser.columnPruning.enabled"
 
 
-@contextmanager
-def _whole_csv_lines(spark: SparkSession) -> Iterator[None]:
+def _whole_csv_lines(spark: SparkSession) -> AbstractContextManager[None]:
     """CSV column pruning off for the block, the session's own setting restored after."""
-    before = spark.conf.get(CSV_COLUMN_PRUNING, None)
-    spark.conf.set(CSV_COLUMN_PRUNING, "false")
-    try:
-        yield
-    finally:
-        if before is None:
-            spark.conf.unset(CSV_COLUMN_PRUNING)
-        else:
-            spark.conf.set(CSV_COLUMN_PRUNING, before)
+    return temporary_conf(spark, CSV_COLUMN_PRUNING, "false")
 
 
 def _observe_reasons(validated: DataFrame, observation: Observation) -> DataFrame:
@@ -261,16 +314,32 @@ def _write_both_passes(
     *,
     rows_in: int,
     ingested_at: dt.datetime,
+    replacing: tuple[Sequence[str], Sequence[dt.date]] | None,
 ) -> tuple[int, int]:
     """Bronze, then quarantine, each written from its own evaluation of `validated`;
-    (bronze rows, quarantined rows), or InvariantError when the counts do not add up."""
+    (bronze rows, quarantined rows), or InvariantError when the counts do not add up.
+
+    `replacing` (files, months) replaces exactly those files' rows (in those months'
+    partitions, for an hourly dataset); None rebuilds both tables whole."""
     in_bronze = Observation(f"ingest {dataset.name} bronze")
-    write_table(
-        to_bronze(_observe_reasons(validated, in_bronze), dataset, ingested_at),
-        tables.bronze(dataset.name).uri(lake),
-        mode="overwrite",
-        properties=bronze_properties(dataset),
-    )
+    table = tables.bronze(dataset.name)
+    bronze = to_bronze(_observe_reasons(validated, in_bronze), dataset, ingested_at)
+    quarantine_predicate = INGEST_STAGE_PREDICATE
+    if replacing is None:
+        write_table(
+            bronze,
+            table.uri(lake),
+            mode="overwrite",
+            partition_by=table.partition_by,
+            properties=bronze_properties(dataset),
+        )
+    else:
+        files, months = replacing
+        predicate = _files_predicate(files)
+        if table.partition_by:
+            predicate = f"{_months_predicate(months)} AND {predicate}" if months else predicate
+        replace_where(bronze, table.uri(lake), predicate=predicate)
+        quarantine_predicate = f"{INGEST_STAGE_PREDICATE} AND {_files_predicate(files)}"
     bronze_rows, quarantined_rows = _observed(in_bronze)
     if rows_in != bronze_rows + quarantined_rows:
         raise InvariantError(
@@ -281,7 +350,7 @@ def _write_both_passes(
     replace_where(
         to_quarantine(_observe_reasons(validated, in_quarantine), ingested_at),
         tables.quarantine(dataset.name).uri(lake),
-        predicate=INGEST_STAGE_PREDICATE,
+        predicate=quarantine_predicate,
     )
     valid, rejected = _observed(in_quarantine)
     if (valid, rejected) != (bronze_rows, quarantined_rows):
@@ -292,6 +361,80 @@ def _write_both_passes(
     return bronze_rows, quarantined_rows
 
 
+def _month_of(rows: DataFrame, dataset: Dataset) -> Column | None:
+    """The month of a landing row of an hourly dataset, parsed as the rules parse it (null
+    where it does not parse), else None."""
+    column = schemas.MONTH_PARTITIONED.get(dataset.name)
+    if column is None:
+        return None
+    return F.trunc(F.to_date(typed_column(rows, dataset, column)), "month")
+
+
+def _files_predicate(files: Sequence[str]) -> str:
+    return f"{SOURCE_FILE} IN ({', '.join(sql_text(f) for f in sorted(files))})"
+
+
+def _months_predicate(months: Sequence[dt.date]) -> str:
+    literals = ", ".join(f"DATE'{m.isoformat()}'" for m in sorted(set(months)))
+    return f"{schemas.BRONZE_MONTH} IN ({literals})"
+
+
+def _kept_before(
+    spark: SparkSession,
+    lake: str,
+    dataset: Dataset,
+    replaced: Sequence[str],
+    months: Sequence[dt.date],
+) -> DataFrame | None:
+    """Bronze's rows of files other than those this ingest replaces (of the batch's
+    months, for an hourly dataset), typed columns only; None when there are none to check."""
+    uri = tables.bronze(dataset.name).uri(lake)
+    if not (dataset.key or dataset.name in SELF_RULES) or not table_exists(spark, uri):
+        return None
+    kept = read_table(spark, uri)
+    if dataset.name in schemas.MONTH_PARTITIONED:
+        if not months:
+            return None
+        kept = kept.where(_months_predicate(months))
+    if replaced:
+        kept = kept.where(~F.col(SOURCE_FILE).isin(list(replaced)))
+    return kept.select(*dataset.columns)
+
+
+@dataclass(frozen=True)
+class FileCounts:
+    """Per file: rows written to bronze and to quarantine, and bronze's months."""
+
+    bronze: dict[str, int]
+    quarantined: dict[str, int]
+    months: dict[str, tuple[dt.date, ...]]
+
+
+def _written_counts(
+    spark: SparkSession, lake: str, dataset: Dataset, files: Sequence[str]
+) -> FileCounts:
+    """Count what the two commits hold per file (one small aggregate each)."""
+    bronze = read_table(spark, tables.bronze(dataset.name).uri(lake)).where(
+        F.col(SOURCE_FILE).isin(list(files))
+    )
+    partitioned = dataset.name in schemas.MONTH_PARTITIONED
+    aggregates = [F.count(F.lit(1)).alias("n")]
+    if partitioned:
+        aggregates.append(F.collect_set(schemas.BRONZE_MONTH).alias("months"))
+    bronze_rows, months = {}, {}
+    for row in bronze.groupBy(SOURCE_FILE).agg(*aggregates).collect():
+        bronze_rows[row[SOURCE_FILE]] = int(row["n"])
+        months[row[SOURCE_FILE]] = tuple(sorted(row["months"])) if partitioned else ()
+    quarantine = read_table(spark, tables.quarantine(dataset.name).uri(lake)).where(
+        F.col(SOURCE_FILE).isin(list(files)) & (F.col("stage") == INGEST_STAGE)
+    )
+    quarantined = {
+        row[SOURCE_FILE]: int(row["n"])
+        for row in quarantine.groupBy(SOURCE_FILE).agg(F.count(F.lit(1)).alias("n")).collect()
+    }
+    return FileCounts(bronze_rows, quarantined, months)
+
+
 def ingest_dataset(
     spark: SparkSession,
     landing: str,
@@ -300,40 +443,89 @@ def ingest_dataset(
     *,
     reference: ReferenceTables,
     ingested_at: dt.datetime,
+    run_id: str = "",
+    known: dict[str, ledger.LedgerEntry] | None = None,
 ) -> DatasetReport:
-    """Validate one landing dataset and write its bronze table and ingest quarantine rows.
+    """Ingest the files of a landing dataset that the ledger has not taken before.
 
-    The landing rows are validated twice, once as bronze is written and once as
-    quarantine is, rather than persisted between the two writes: building and
-    reading the cached copy costs more than validating again, and at a billion rows
-    the copy would spill tens of GB to disk.
-    Both passes count valid and rejected rows as they go; if the counts disagree
-    with each other or with the landing rows, both tables are put back and the
-    dataset fails. So does any other failure after the bronze commit.
+    New files add their rows; a file changed in place replaces exactly its own rows
+    (bronze and ingest quarantine, one commit each, matched on `_source_file`);
+    duplicates of ingested files and unchanged files are not read again (ledger.py).
+    The batch's rows are validated twice, once as bronze is written and once as
+    quarantine is, rather than persisted between the two writes: building and reading
+    the cached copy costs more than validating again, and at a billion rows the copy
+    would spill tens of GB to disk. Both passes count valid and rejected rows, and the
+    commits are counted again per file; if any count disagrees, both tables are put
+    back and the dataset fails. So does any other failure after the bronze commit.
+    A failure before the ledger's commit leaves the files untaken: the next ingest
+    takes them again, replacing (not adding to) whatever the failed one wrote.
     """
     started = time.monotonic()
     label_jobs(spark, f"ingest/{dataset.name}", f"carbonlake ingest {dataset.name}")
+    # Parents first: a child whose parents were never ingested cannot be checked at all.
     parents = {name: read_bronze(spark, lake, name) for name in PARENTS[dataset.name]}
-    rows = read_landing(spark, landing, dataset)
-    written = (tables.bronze(dataset.name).uri(lake), tables.quarantine(dataset.name).uri(lake))
+    if known is None:
+        known = ledger.read_ledger(spark, lake, dataset.name).get(dataset.name, {})
+    bronze_uri = tables.bronze(dataset.name).uri(lake)
+    # Landing may be pruned once bronze holds a dataset: bronze is the system of record.
+    listed = dataset_files(spark, landing, dataset, required=dataset.mandatory and not known)
+    # A lake whose bronze predates the ledger (or its month partitions) is rebuilt whole.
+    rebuild = not known or not _has_layout(spark, bronze_uri, dataset)
+    plan = ledger.plan_files(listed, {} if rebuild else known)
+    entries: list[ledger.LedgerEntry] = ledger.mark_gone(plan.gone, ingested_at)
+    if not plan.candidates:
+        if not table_exists(spark, bronze_uri):
+            # A dataset without files still has (empty) tables, as readers expect.
+            tables.ensure_lake_table(spark, lake, tables.bronze(dataset.name))
+            tables.ensure_lake_table(spark, lake, tables.quarantine(dataset.name))
+        ledger.record(spark, lake, entries)
+        return DatasetReport(dataset.name, 0, 0, 0, time.monotonic() - started, gone=len(plan.gone))
+    by_lineage = {ledger.lineage(f.uri): f for f in plan.candidates}
+    rows = read_landing_files(spark, landing, dataset, [f.uri for f in plan.candidates])
+    written = (bronze_uri, tables.quarantine(dataset.name).uri(lake))
     checkpoints = [TableCheckpoint(uri, table_version(spark, uri)) for uri in written]
     repeated: DataFrame | None = None
     ranked: DataFrame | None = None
     try:
         with _whole_csv_lines(spark):
-            rows_in = rows.count()
-            repeated = _repeated_keys(rows, dataset, rows_in)
-            checked = check_rows(rows, dataset, parents, reference.fuel_factors, repeated)
-            if dataset.key:
-                # The few rows with a repeated key, ranked once for both passes.
-                ranked = rank_key_candidates(checked, dataset).persist(StorageLevel.MEMORY_AND_DISK)
-            bronze_rows, quarantined_rows = _write_both_passes(
-                resolve_keys(checked, dataset, ranked),
-                dataset,
-                lake,
-                rows_in=rows_in,
-                ingested_at=ingested_at,
-            )
+            found = ledger.file_fingerprints(rows, _month_of(rows, dataset))
+            for file in by_lineage:  # a file without a row (a header alone) is a file too
+                found.setdefault(file, ledger.FileRows(0, ledger.EMPTY_FINGERPRINT, ()))
+            triage = ledger.triage(found, {} if rebuild else known)
+            batch = list(triage.ingest)
+            rows_in = sum(found[f].rows for f in batch)
+            bronze_rows = quarantined_rows = 0
+            counts = FileCounts({}, {}, {})
+            if batch:
+                if len(batch) < len(found):  # duplicates or touched files are not taken
+                    rows = rows.where(F.col(SOURCE_FILE).isin(batch))
+                old_months = {m for f in triage.changed for m in known[f].months}
+                months = sorted(old_months | {m for f in batch for m in found[f].months})
+                kept_before = None if rebuild else _kept_before(spark, lake, dataset, batch, months)
+                repeated = _repeated_keys(rows, dataset, rows_in)
+                checked = check_rows(rows, dataset, parents, reference.fuel_factors, repeated)
+                if dataset.key:
+                    # The few rows with a repeated key, ranked once for both passes.
+                    ranked = rank_key_candidates(checked, dataset).persist(
+                        StorageLevel.MEMORY_AND_DISK
+                    )
+                bronze_rows, quarantined_rows = _write_both_passes(
+                    resolve_keys(checked, dataset, ranked, kept_before),
+                    dataset,
+                    lake,
+                    rows_in=rows_in,
+                    ingested_at=ingested_at,
+                    replacing=None if rebuild else (batch, months),
+                )
+                counts = _written_counts(spark, lake, dataset, batch)
+                for file in batch:
+                    accounted = counts.bronze.get(file, 0) + counts.quarantined.get(file, 0)
+                    if accounted != found[file].rows:
+                        raise InvariantError(
+                            f"ingest {dataset.name}: {file} has {found[file].rows} rows but "
+                            f"{counts.bronze.get(file, 0)} bronze + "
+                            f"{counts.quarantined.get(file, 0)} quarantined"
+                        )
     except BaseException as error:
         restore_tables(spark, checkpoints)
         failure = _read_failure(error) if isinstance(error, Exception) else None
@@ -344,9 +536,66 @@ def ingest_dataset(
         for persisted in (repeated, ranked):
             if persisted is not None:
                 persisted.unpersist()
+
+    def entry(file: str, **values: object) -> ledger.LedgerEntry:
+        status = by_lineage[file]
+        before = known.get(file)
+        base = dict(
+            dataset=dataset.name,
+            file=file,
+            size=status.size,
+            modified_ms=status.modified_ms,
+            fingerprint=found[file].fingerprint,
+            rows_read=found[file].rows,
+            bronze_rows=0,
+            quarantined_rows=0,
+            months=(),
+            status=ledger.INGESTED,
+            duplicate_of=None,
+            ingest_run=run_id,
+            ingested_at=ingested_at,
+            seen_at=ingested_at,
+        )
+        if before is not None and file in triage.touched:
+            base.update({k: getattr(before, k) for k in ledger.KEPT_WHEN_TOUCHED})
+        base.update(values)
+        return ledger.LedgerEntry(**base)  # type: ignore[arg-type]
+
+    for file in batch:
+        entries.append(
+            entry(
+                file,
+                bronze_rows=counts.bronze.get(file, 0),
+                quarantined_rows=counts.quarantined.get(file, 0),
+                months=counts.months.get(file, ()),
+            )
+        )
+    for file, original in triage.duplicates.items():
+        entries.append(entry(file, status=ledger.DUPLICATE, duplicate_of=original))
+    entries.extend(entry(file) for file in triage.touched)
+    ledger.record(spark, lake, entries)
     return DatasetReport(
-        dataset.name, rows_in, bronze_rows, quarantined_rows, time.monotonic() - started
+        dataset.name,
+        rows_in,
+        bronze_rows,
+        quarantined_rows,
+        time.monotonic() - started,
+        files=len(batch),
+        duplicates=tuple(sorted(triage.duplicates.items())),
+        changed=tuple(triage.changed),
+        gone=len(plan.gone),
+        rerun_months=tuple(
+            sorted({m for f in triage.changed for m in (*known[f].months, *found[f].months)})
+        ),
     )
+
+
+def _has_layout(spark: SparkSession, uri: str, dataset: Dataset) -> bool:
+    """True when the bronze table exists with the catalog's partitioning."""
+    if not table_exists(spark, uri):
+        return False
+    wanted = list(tables.bronze(dataset.name).partition_by)
+    return table_partitioning(spark, uri) == wanted
 
 
 def ingest_landing(
@@ -357,6 +606,7 @@ def ingest_landing(
     reference: ReferenceTables,
     datasets: Sequence[str] | None = None,
     log: Callable[[str], None] | None = print,
+    run_id: str = "",
 ) -> IngestReport:
     """Ingest landing datasets (all, or the named ones) into bronze and quarantine, parents first.
 
@@ -364,7 +614,9 @@ def ingest_landing(
     existing bronze tables (InputError when there are none).
     """
     ingested_at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    run_id = run_id or f"ingest-{ingested_at:%Y%m%dT%H%M%SZ}"
     reports = []
+    known = ledger.read_ledger(spark, str(lake))
     for name in _ordered(datasets):
         report = ingest_dataset(
             spark,
@@ -373,8 +625,18 @@ def ingest_landing(
             schemas.DATASETS_BY_NAME[name],
             reference=reference,
             ingested_at=ingested_at,
+            run_id=run_id,
+            known=known.get(name, {}),
         )
         if log is not None:
             log(report.line())
+            for file, original in report.duplicates:
+                log(f"  duplicate file not ingested: {file} repeats {original}")
+            for file in report.changed:
+                log(f"  changed file, its rows replaced: {file}")
         reports.append(report)
-    return IngestReport(ingested_at=ingested_at, datasets=tuple(reports))
+    ingest = IngestReport(ingested_at=ingested_at, datasets=tuple(reports))
+    if log is not None and ingest.rerun_months:
+        months = ", ".join(f"{m:%Y-%m}" for m in ingest.rerun_months)
+        log(f"ingest: changed files touch months {months}: run them again")
+    return ingest

@@ -85,18 +85,35 @@ def _is_data_file(file: FileStatus, suffixes: tuple[str, ...]) -> bool:
     return not name.startswith(HIDDEN_PREFIXES) and name.endswith(suffixes)
 
 
-def landing_files(files: HadoopFiles, folder: str) -> tuple[list[str], list[str]]:
-    """CSV and Parquet files under folder, recursively, as URIs sorted (hidden files and
-    files in hidden folders skipped)."""
+def data_files(files: HadoopFiles, folder: str) -> list[FileStatus]:
+    """The CSV and Parquet files under folder, recursively, sorted by URI (hidden files and
+    files in hidden folders skipped), with their sizes and modification times."""
     root = files.uri(folder).rstrip("/") + "/"
-    listed = [
+    return [
         f
         for f in files.list_files(folder, recursive=True)
         if not _hidden_path(f.uri.removeprefix(root))
+        and _is_data_file(f, CSV_SUFFIXES + PARQUET_SUFFIXES)
     ]
-    csvs = [f.uri for f in listed if _is_data_file(f, CSV_SUFFIXES)]
-    parquets = [f.uri for f in listed if _is_data_file(f, PARQUET_SUFFIXES)]
-    return csvs, parquets
+
+
+def dataset_files(
+    spark: SparkSession, landing: str, dataset: Dataset, *, required: bool | None = None
+) -> list[FileStatus]:
+    """A dataset's landing files; InputError for a required dataset without any (a missing
+    folder or one without data files), nothing otherwise. `required` defaults to the
+    dataset being mandatory; an ingest passes False once bronze holds the dataset."""
+    required = dataset.mandatory if required is None else required
+    filesystem = HadoopFiles(spark, landing)
+    folder = join(landing, dataset.name)
+    if not filesystem.is_dir(folder):
+        if required:
+            raise InputError(f"landing dataset {dataset.name!r} not found: {folder}")
+        return []
+    listed = data_files(filesystem, folder)
+    if not listed and required:
+        raise InputError(f"landing dataset {dataset.name!r} has no data file: {folder}")
+    return listed
 
 
 def _hidden_path(relative: str) -> bool:
@@ -273,17 +290,18 @@ def read_landing(spark: SparkSession, landing: str, dataset: Dataset) -> DataFra
     A missing folder is an InputError for a mandatory dataset and an empty frame
     for an optional one; an unreadable file is an InputError naming it.
     """
+    listed = dataset_files(spark, landing, dataset)
+    return read_landing_files(spark, landing, dataset, [f.uri for f in listed])
+
+
+def read_landing_files(
+    spark: SparkSession, landing: str, dataset: Dataset, uris: Sequence[str]
+) -> DataFrame:
+    """These landing files of a dataset (URIs from `dataset_files`), as read_landing reads
+    them; an empty frame for none."""
     filesystem = HadoopFiles(spark, landing)
-    folder = join(landing, dataset.name)
-    if not filesystem.is_dir(folder):
-        if dataset.mandatory:
-            raise InputError(f"landing dataset {dataset.name!r} not found: {folder}")
-        return empty_landing(spark, dataset)
-    csvs, parquets = landing_files(filesystem, folder)
-    if not csvs and not parquets:
-        if dataset.mandatory:
-            raise InputError(f"landing dataset {dataset.name!r} has no data file: {folder}")
-        return empty_landing(spark, dataset)
+    csvs = [u for u in uris if u.lower().endswith(CSV_SUFFIXES)]
+    parquets = [u for u in uris if u.lower().endswith(PARQUET_SUFFIXES)]
     groups: dict[tuple[str, ...], list[str]] = {}
     for file in csvs:
         header = _csv_header(filesystem, file)

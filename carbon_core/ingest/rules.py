@@ -225,6 +225,15 @@ UPPER_CASE_CODES: dict[str, tuple[str, ...]] = {
 }
 
 
+def typed_column(df: DataFrame, dataset: Dataset, name: str) -> Column:
+    """One landing column as its contract type, parsed as cast_typed parses it (null when
+    it does not parse)."""
+    dtype = dataset.schema[name].dataType
+    if dict(df.dtypes)[name] == dtype.simpleString() and not isinstance(dtype, T.StringType):
+        return F.col(name)
+    return parse_value(clean_text(F.col(name)), dtype)
+
+
 def cast_typed(df: DataFrame, dataset: Dataset) -> DataFrame:
     """Landing strings -> typed columns; unparseable values and empty required ones are reasons.
 
@@ -658,9 +667,32 @@ def flag_duplicates(df: DataFrame, key: Sequence[str]) -> DataFrame:
     ).drop("_clean")
 
 
-def accounts_self_rules(df: DataFrame) -> DataFrame:
-    """A payer is a kept account whose own row names itself as payer."""
+def _kept(df: DataFrame, kept_before: DataFrame | None) -> DataFrame:
+    """The rows kept so far: this ingest's clean rows and, when given, bronze's rows of
+    other files (an incremental ingest's earlier files)."""
     kept = df.where(_is_clean())
+    if kept_before is None:
+        return kept
+    return kept.select(kept_before.columns).unionByName(kept_before)
+
+
+def reject_keys_kept_before(
+    df: DataFrame, dataset: Dataset, kept_before: DataFrame | None
+) -> DataFrame:
+    """A clean row whose key bronze already holds from another file is a duplicate key:
+    the row ingested first stays (docs/data-contract.md §2)."""
+    if not dataset.key or kept_before is None:
+        return df
+    flag = "_kept_before"
+    keys = kept_before.select(*dataset.key, F.lit(True).alias(flag))
+    # Not broadcast: the hourly datasets' keys of a month can be many.
+    joined = df.join(keys, on=list(dataset.key), how="left")
+    return add_reasons(joined, [(_is_clean() & _found(flag), DUPLICATE_KEY)]).drop(flag)
+
+
+def accounts_self_rules(df: DataFrame, kept_before: DataFrame | None = None) -> DataFrame:
+    """A payer is a kept account whose own row names itself as payer."""
+    kept = _kept(df, kept_before)
     looked_up = _with_accounts_payer(df, kept, "payer_account_id", flag="_payer")
     not_self_paying = _found("_payer") & (F.col("_payer_payer") != F.col("payer_account_id"))
     return add_reasons(
@@ -669,14 +701,14 @@ def accounts_self_rules(df: DataFrame) -> DataFrame:
     )
 
 
-def service_catalog_self_rules(df: DataFrame) -> DataFrame:
+def service_catalog_self_rules(df: DataFrame, kept_before: DataFrame | None = None) -> DataFrame:
     """runs_on names a kept product of the catalog."""
-    kept = df.where(_is_clean())
+    kept = _kept(df, kept_before)
     looked_up = lookup(df, kept, on=[("runs_on", "product_code")], flag="_runs_on")
     return add_reasons(looked_up, [_unknown("runs_on", "_runs_on")])
 
 
-SELF_RULES: dict[str, Callable[[DataFrame], DataFrame]] = {
+SELF_RULES: dict[str, Callable[[DataFrame, DataFrame | None], DataFrame]] = {
     "accounts": accounts_self_rules,
     "service_catalog": service_catalog_self_rules,
 }
@@ -732,7 +764,10 @@ def rank_key_candidates(checked: DataFrame, dataset: Dataset) -> DataFrame:
 
 
 def resolve_keys(
-    checked: DataFrame, dataset: Dataset, ranked_candidates: DataFrame | None = None
+    checked: DataFrame,
+    dataset: Dataset,
+    ranked_candidates: DataFrame | None = None,
+    kept_before: DataFrame | None = None,
 ) -> DataFrame:
     """check_rows' output -> one row per landing row with `reason` (null = valid).
 
@@ -741,13 +776,20 @@ def resolve_keys(
     runs_on) are then checked against those kept rows, which keeps bronze consistent.
     `ranked_candidates` is rank_key_candidates(checked), given when the caller kept it
     (evaluated inline, the candidates cost a second evaluation of `checked`).
+    `kept_before`, the dataset's bronze rows of other files (typed columns), makes a key
+    already there a duplicate and counts those rows as kept for the self-references.
     """
     if ranked_candidates is None:
         ranked_candidates = rank_key_candidates(checked, dataset)
     others = _contract(checked.where(~F.col(KEY_CANDIDATE)), dataset)
-    deduplicated = ranked_candidates.unionByName(others)
+    deduplicated = _contract(
+        reject_keys_kept_before(ranked_candidates.unionByName(others), dataset, kept_before),
+        dataset,
+    )
     self_rules = SELF_RULES.get(dataset.name)
-    final = _contract(self_rules(deduplicated), dataset) if self_rules else deduplicated
+    final = (
+        _contract(self_rules(deduplicated, kept_before), dataset) if self_rules else deduplicated
+    )
     return finalise(final, dataset)
 
 

@@ -194,7 +194,7 @@ def restore_tables(spark: SparkSession, checkpoints: Sequence[TableCheckpoint]) 
             table.restoreToVersion(checkpoint.version)
 
 
-def _sql_text(value: str) -> str:
+def sql_text(value: str) -> str:
     """A SQL string literal (Spark unescapes backslashes in literals)."""
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
@@ -217,9 +217,15 @@ def set_table_properties(
     to_unset = [k for k, v in properties.items() if v is None and k in current]
     table = f"delta.`{_uri(path)}`"
     if to_set:
-        pairs = ", ".join(f"{_sql_text(k)} = {_sql_text(v)}" for k, v in to_set.items())
+        pairs = ", ".join(f"{sql_text(k)} = {sql_text(v)}" for k, v in to_set.items())
         spark.sql(f"ALTER TABLE {table} SET TBLPROPERTIES ({pairs})")
     if to_unset:
-        keys = ", ".join(_sql_text(k) for k in to_unset)
+        keys = ", ".join(sql_text(k) for k in to_unset)
         spark.sql(f"ALTER TABLE {table} UNSET TBLPROPERTIES IF EXISTS ({keys})")
     return bool(to_set or to_unset)
+
+
+def table_partitioning(spark: SparkSession, path: str | Path) -> list[str]:
+    """A table's partition columns, in order."""
+    detail = DeltaTable.forPath(spark, _uri(path)).detail().select("partitionColumns").first()
+    return [] if detail is None else list(detail["partitionColumns"])

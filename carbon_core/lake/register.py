@@ -49,6 +49,7 @@ def catalog_name(table: tables.LakeTable) -> str:
     """The table's name in a database: 'gold/account_emissions' -> 'account_emissions',
     'bronze/usage' -> 'bronze_usage'."""
     layer, _, rest = table.name.partition("/")
+    rest = rest.lstrip("_")  # bronze/_files -> bronze_files
     name = rest if layer in _BARE_LAYERS else f"{layer}_{rest}"
     return name.replace("/", "_")
 

@@ -139,6 +139,18 @@ TARGET_PROGRESS = _table(
     "configured target x year: actual, annualised and straight-line path kg",
     monthly=False,
 )
+LANDING_FILES = LakeTable(
+    "bronze/_files",
+    schemas.LANDING_FILES,
+    description="the file ledger: one row per landing file and what the ingest did with it",
+    # Rows in = bronze + quarantine for every file the ingest took (docs/operations.md §4.5).
+    checks={
+        "rows_accounted_for": (
+            "duplicate_of IS NOT NULL OR rows_read = bronze_rows + quarantined_rows"
+        ),
+        "counts_non_negative": "rows_read >= 0 AND bronze_rows >= 0 AND quarantined_rows >= 0",
+    },
+)
 RUN_LOG = _table("gold/run_log", schemas.RUN_LOG, "one row per run", monthly=False)
 
 # Replaced month by month, in one commit per table, by every run.
@@ -159,8 +171,14 @@ DERIVED_TABLES: tuple[LakeTable, ...] = (FORECAST, FORECAST_BACKTEST, TARGET_PRO
 def bronze(dataset: str) -> LakeTable:
     """bronze/<dataset>: the valid rows of a landing dataset, with their lineage."""
     spec = schemas.DATASETS_BY_NAME[dataset]
+    schema = schemas.bronze_schema(spec)
+    if dataset not in schemas.MONTH_PARTITIONED:
+        return LakeTable(f"bronze/{dataset}", schema, description=f"valid {dataset} rows")
     return LakeTable(
-        f"bronze/{dataset}", schemas.bronze_schema(spec), description=f"valid {dataset} rows"
+        f"bronze/{dataset}",
+        T.StructType([*schema.fields, T.StructField(schemas.BRONZE_MONTH, T.DateType(), True)]),
+        partition_by=(schemas.BRONZE_MONTH,),
+        description=f"valid {dataset} rows, partitioned by month",
     )
 
 
@@ -179,6 +197,7 @@ def catalog() -> tuple[LakeTable, ...]:
     return (
         *(bronze(n) for n in names),
         *(quarantine(n) for n in names),
+        LANDING_FILES,
         *MONTHLY_TABLES,
         *DERIVED_TABLES,
         RUN_LOG,

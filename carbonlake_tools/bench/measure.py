@@ -370,6 +370,32 @@ def measure_references(
     }
 
 
+def _incremental(
+    spark: SparkSession,
+    config: Config,
+    args: argparse.Namespace,
+    pipeline: dict[str, Any],
+    sampler: RssSampler,
+) -> dict[str, Any]:
+    """The incremental month and the no-op run (bench/incremental.py); a failure is
+    reported in the entry instead of losing the pipeline's measurement."""
+    import datetime as dt
+
+    from carbonlake_tools.bench.incremental import measure_incremental
+
+    months = [dt.date.fromisoformat(m) for m in pipeline.get("months", [])]
+    if len(months) < 2:
+        return {"incremental_error": "the world needs at least two months"}
+    sampler.phase("incremental")
+    log = print if args.verbose else (lambda line: None)
+    try:
+        return measure_incremental(
+            spark, config, args.landing, args.lake.parent / "incremental", months, log
+        )
+    except Exception as error:
+        return {"incremental_error": str(error).splitlines()[0][:300]}
+
+
 def _pipeline_file(out: Path) -> Path:
     return out.with_name(out.stem + ".pipeline.json")
 
@@ -395,6 +421,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         shutil.rmtree(args.lake, ignore_errors=True)
     else:
         pipeline = measure_pipeline(spark, config, args, sampler)
+        pipeline.update(_incremental(spark, config, args, pipeline, sampler))
         kept.write_text(json.dumps({"key": key, "run": pipeline}))
     references = measure_references(spark, args.landing, args.lake, sampler)
     sampler.stop()
