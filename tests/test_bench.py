@@ -134,7 +134,10 @@ def _run(rows: int, pipeline: float, bare: float, duckdb: float, rss: float) -> 
         "delta_copy_s": bare * 2,
         "peak_driver_rss_mb": rss,
         "peak_executor_mb": 1000.0,
-        "stages": {"ingest": {"s": pipeline / 2, "rows_in": rows, "shuffle_bytes": 2**21}},
+        "lake_commits": 41,
+        "stages": {
+            "ingest": {"s": pipeline / 2, "rows_in": rows, "jobs": 293, "shuffle_bytes": 2**21}
+        },
     }
 
 
@@ -221,40 +224,48 @@ def test_summary_and_markdown():
         "30.0 | 2,300 | 1,000 | - |" in lines
     )
     assert any(line.startswith("| 1e9 | failed: measure: out of memory") for line in lines)
-    assert "| ingest | 600.0 | 100,000,000 | - | 2.0 | - | - |" in lines
+    assert "| ingest | 600.0 | 100,000,000 | - | 293 | 2.0 | - | - |" in lines
+    assert "Delta commits in the lake after the run: 41." in lines
     assert "| 1e7 | 1e8 | 12.00 | 1.20 | 1.15 |" in lines
     assert "| pipeline_s <= 2.5 x bare Spark scan | 1e8 | 3.00 | 2.50 | **missed** |" in lines
     assert "| a 1e9-row run completes | - | - | - | not measured |" in lines
 
 
-def test_a_measurement_cut_short_in_the_references_resumes_without_the_pipeline(
+def test_a_measurement_cut_short_resumes_with_only_the_phases_it_lacks(
     tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import types
+
+    import carbon_core.pipeline
     import carbon_core.session
     from carbonlake_tools.bench import measure
 
     calls: list[str] = []
-    fail_references = [True]
+    machine_down_in = ["duckdb"]
 
-    def pipeline(spark, config, args, sampler):  # type: ignore[no-untyped-def]
-        calls.append("pipeline")
-        return {"status": "ok", "pipeline_s": 100.0 + len(calls)}
+    def phase(name: str, value: object):  # type: ignore[no-untyped-def]
+        def run(*args, **kwargs):  # type: ignore[no-untyped-def]
+            calls.append(name)
+            if name in machine_down_in:
+                raise KeyboardInterrupt  # the machine going down mid-way
+            return value() if callable(value) else value
 
-    def references(spark, landing, lake, sampler):  # type: ignore[no-untyped-def]
-        calls.append("references")
-        if fail_references[0]:
-            raise KeyboardInterrupt  # the machine going down mid-way
-        return {"bare_scan_s": 2.0}
+        return run
 
-    monkeypatch.setattr(carbon_core.session, "build_spark_session", lambda conf: None)
-    monkeypatch.setattr(measure, "measure_pipeline", pipeline)
-    monkeypatch.setattr(measure, "measure_references", references)
-
-    def incremental(spark, config, args, pipeline, sampler):  # type: ignore[no-untyped-def]
-        calls.append("incremental")
-        return {"incremental_month_s": 5.0}
-
-    monkeypatch.setattr(measure, "_incremental", incremental)
+    spark = types.SimpleNamespace(
+        sparkContext=types.SimpleNamespace(defaultParallelism=2), stop=lambda: None
+    )
+    monkeypatch.setattr(carbon_core.session, "build_spark_session", lambda conf: spark)
+    monkeypatch.setattr(carbon_core.pipeline, "label_jobs", lambda *args: None)
+    monkeypatch.setattr(
+        measure,
+        "measure_pipeline",
+        phase("pipeline", lambda: {"status": "ok", "pipeline_s": 100.0 + len(calls)}),
+    )
+    monkeypatch.setattr(measure, "_incremental", phase("incremental", {"incremental_month_s": 5.0}))
+    monkeypatch.setattr(measure, "bare_scan", phase("bare_scan", {"usage": 7, "rack_telemetry": 3}))
+    monkeypatch.setattr(measure, "delta_copy", phase("delta_copy", None))
+    monkeypatch.setattr(measure, "duckdb_totals", phase("duckdb", 11))
     out = tmp_path / "run.json"
     argv = ["--landing", str(tmp_path / "l"), "--lake", str(tmp_path / "k")]
     argv += ["--exports", str(tmp_path / "e"), "--out", str(out), "--usage-rows", "1000"]
@@ -263,32 +274,64 @@ def test_a_measurement_cut_short_in_the_references_resumes_without_the_pipeline(
 
     with pytest.raises(KeyboardInterrupt):
         measure.measure(args)
-    assert calls == ["pipeline", "incremental", "references"]
-    fail_references[0] = False
+    assert calls == ["pipeline", "incremental", "bare_scan", "delta_copy", "duckdb"]
+    machine_down_in.clear()
     run = measure.measure(resumed)
-    assert calls[3:] == ["references"]  # the kept measurement holds the incremental month
-    assert run == {
-        "status": "ok",
-        "pipeline_s": 101.0,
-        "incremental_month_s": 5.0,
-        "pipeline_resumed": True,
-        "bare_scan_s": 2.0,
-    }
+    assert calls[5:] == ["duckdb"]  # every other phase was kept
+    assert run["resumed_phases"] == ["bare_scan", "delta_copy", "incremental", "pipeline"]
+    assert run["pipeline_s"] == 101.0
+    assert run["incremental_month_s"] == 5.0
+    assert (run["usage_rows_landed"], run["telemetry_rows_landed"]) == (7, 3)
+    assert run["duckdb_result_rows"] == 11 and run["reference_errors"] == {}
+    assert run["code_version"] == measure.code_version()
     # Once complete, nothing is kept: the next run measures the pipeline again.
-    assert not list(tmp_path.glob("*.pipeline.json"))
-    assert measure.measure(resumed)["pipeline_s"] == 105.0
+    assert not list(tmp_path.glob("*.phases.json"))
+    assert measure.measure(resumed)["pipeline_s"] == 107.0
 
-    # Kept measurements of other code, another scale or without --resume are not used.
+    # A failing reference is reported, not kept: a resume tries it again.
+    monkeypatch.setattr(measure, "delta_copy", lambda *a: (_ for _ in ()).throw(OSError("full")))
+    machine_down_in.append("duckdb")
+    with pytest.raises(KeyboardInterrupt):
+        measure.measure(resumed)
+    monkeypatch.setattr(measure, "delta_copy", phase("delta_copy", None))
+    machine_down_in.clear()
+    before = len(calls)
+    run = measure.measure(resumed)
+    assert calls[before:] == ["delta_copy", "duckdb"] and run["delta_copy_s"] is not None
+
+    # Kept phases of other code, another scale or without --resume are not used.
     for changed, patch in (
         ("code", lambda: monkeypatch.setattr(measure, "code_version", lambda: "other")),
         ("scale", lambda: setattr(resumed, "usage_rows", 2000)),
         ("no --resume", lambda: None),
     ):
-        fail_references[0] = True
+        machine_down_in.append("duckdb")
         with pytest.raises(KeyboardInterrupt):
             measure.measure(resumed)
-        fail_references[0] = False
+        machine_down_in.clear()
         patch()
         before = calls.count("pipeline")
         measure.measure(args if changed == "no --resume" else resumed)
         assert calls.count("pipeline") == before + 1, changed
+
+
+def test_reuse_keeps_a_scale_measured_completely_with_this_world_and_code(tmp_path) -> None:
+    import json
+
+    from carbonlake_tools.bench.cli import _complete_measurement
+    from carbonlake_tools.bench.measure import code_version
+
+    world = {"scale": 1000, "seed": 7}
+    run = {"status": "ok", "world": world, "code_version": code_version(), "pipeline_s": 1.0}
+    path = tmp_path / "run.json"
+    assert _complete_measurement(path, world) is None  # nothing measured yet
+    for changes, kept in (
+        ({}, True),
+        ({"world": {"scale": 1000, "seed": 8}}, False),
+        ({"code_version": "other"}, False),
+        ({"status": "failed"}, False),
+        ({"reference_errors": {"duckdb": "out of memory"}}, False),
+        ({"incremental_error": "boom"}, False),
+    ):
+        path.write_text(json.dumps({**run, **changes}))
+        assert (_complete_measurement(path, world) is not None) is kept, changes

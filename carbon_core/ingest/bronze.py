@@ -11,6 +11,7 @@ A lake without a ledger is rebuilt whole once (docs/operations.md §4.5).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import math
 import time
@@ -46,7 +47,7 @@ from carbon_core.lake import (
     tables,
     write_table,
 )
-from carbon_core.lake.delta_io import sql_text, table_partitioning
+from carbon_core.lake.delta_io import months_predicate, sql_text, table_partitioning
 from carbon_core.reference import ReferenceTables
 from carbon_core.schemas import Dataset
 from carbon_core.session import label_jobs, temporary_conf
@@ -87,6 +88,7 @@ class DatasetReport:
     changed: tuple[str, ...] = ()  # files changed in place, their rows replaced
     gone: int = 0  # files the ledger had that landing no longer holds
     rerun_months: tuple[dt.date, ...] = field(default=())  # months a changed file touches
+    ledger_entries: tuple[ledger.LedgerEntry, ...] = field(default=(), repr=False)
 
     def line(self) -> str:
         """One progress line, e.g. 'ingest usage: 2 files, 20000 in, 19950 bronze, 50
@@ -275,7 +277,8 @@ def _repeated_keys(rows: DataFrame, dataset: Dataset, rows_in: int) -> DataFrame
     partitions = max(session_partitions, math.ceil(rows_in / KEYS_PER_COUNTING_TASK))
     repeated = repeated_key_hashes(rows, dataset, partitions)
     repeated = repeated.persist(StorageLevel.MEMORY_AND_DISK)
-    if repeated.count() > MAX_BROADCAST_REPEATED_KEYS:
+    # Fewer rows than the limit cannot repeat more keys: no job to count them.
+    if rows_in > MAX_BROADCAST_REPEATED_KEYS and repeated.count() > MAX_BROADCAST_REPEATED_KEYS:
         repeated.unpersist()
         return None
     return repeated
@@ -375,8 +378,7 @@ def _files_predicate(files: Sequence[str]) -> str:
 
 
 def _months_predicate(months: Sequence[dt.date]) -> str:
-    literals = ", ".join(f"DATE'{m.isoformat()}'" for m in sorted(set(months)))
-    return f"{schemas.BRONZE_MONTH} IN ({literals})"
+    return months_predicate(months, schemas.BRONZE_MONTH)
 
 
 def _kept_before(
@@ -413,25 +415,37 @@ class FileCounts:
 def _written_counts(
     spark: SparkSession, lake: str, dataset: Dataset, files: Sequence[str]
 ) -> FileCounts:
-    """Count what the two commits hold per file (one small aggregate each)."""
-    bronze = read_table(spark, tables.bronze(dataset.name).uri(lake)).where(
-        F.col(SOURCE_FILE).isin(list(files))
-    )
+    """Count what the two commits hold per file, in one small aggregate over both tables."""
     partitioned = dataset.name in schemas.MONTH_PARTITIONED
-    aggregates = [F.count(F.lit(1)).alias("n")]
-    if partitioned:
-        aggregates.append(F.collect_set(schemas.BRONZE_MONTH).alias("months"))
-    bronze_rows, months = {}, {}
-    for row in bronze.groupBy(SOURCE_FILE).agg(*aggregates).collect():
-        bronze_rows[row[SOURCE_FILE]] = int(row["n"])
-        months[row[SOURCE_FILE]] = tuple(sorted(row["months"])) if partitioned else ()
-    quarantine = read_table(spark, tables.quarantine(dataset.name).uri(lake)).where(
-        F.col(SOURCE_FILE).isin(list(files)) & (F.col("stage") == INGEST_STAGE)
+    month = F.col(schemas.BRONZE_MONTH) if partitioned else F.lit(None).cast("date")
+    taken = F.col(SOURCE_FILE).isin(list(files))
+    bronze = (
+        read_table(spark, tables.bronze(dataset.name).uri(lake))
+        .where(taken)
+        .select(SOURCE_FILE, F.lit(True).alias("valid"), month.alias("month"))
     )
-    quarantined = {
-        row[SOURCE_FILE]: int(row["n"])
-        for row in quarantine.groupBy(SOURCE_FILE).agg(F.count(F.lit(1)).alias("n")).collect()
-    }
+    quarantine = (
+        read_table(spark, tables.quarantine(dataset.name).uri(lake))
+        .where(taken & (F.col("stage") == INGEST_STAGE))
+        .select(SOURCE_FILE, F.lit(False).alias("valid"), F.lit(None).cast("date").alias("month"))
+    )
+    counted = (
+        bronze.unionByName(quarantine)
+        .groupBy(SOURCE_FILE)
+        .agg(
+            F.count_if("valid").alias("bronze"),
+            F.count_if(~F.col("valid")).alias("quarantined"),
+            F.collect_set("month").alias("months"),
+        )
+    )
+    bronze_rows, quarantined, months = {}, {}, {}
+    for row in counted.collect():
+        file = row[SOURCE_FILE]
+        if row["bronze"]:
+            bronze_rows[file] = int(row["bronze"])
+            months[file] = tuple(sorted(row["months"])) if partitioned else ()
+        if row["quarantined"]:
+            quarantined[file] = int(row["quarantined"])
     return FileCounts(bronze_rows, quarantined, months)
 
 
@@ -445,6 +459,7 @@ def ingest_dataset(
     ingested_at: dt.datetime,
     run_id: str = "",
     known: dict[str, ledger.LedgerEntry] | None = None,
+    record_ledger: bool = True,
 ) -> DatasetReport:
     """Ingest the files of a landing dataset that the ledger has not taken before.
 
@@ -458,7 +473,9 @@ def ingest_dataset(
     commits are counted again per file; if any count disagrees, both tables are put
     back and the dataset fails. So does any other failure after the bronze commit.
     A failure before the ledger's commit leaves the files untaken: the next ingest
-    takes them again, replacing (not adding to) whatever the failed one wrote.
+    takes them again, replacing (not adding to) whatever the failed one wrote. With
+    `record_ledger` False the entries are only returned in the report (ingest_landing
+    records every dataset's in one commit).
     """
     started = time.monotonic()
     label_jobs(spark, f"ingest/{dataset.name}", f"carbonlake ingest {dataset.name}")
@@ -478,8 +495,17 @@ def ingest_dataset(
             # A dataset without files still has (empty) tables, as readers expect.
             tables.ensure_lake_table(spark, lake, tables.bronze(dataset.name))
             tables.ensure_lake_table(spark, lake, tables.quarantine(dataset.name))
-        ledger.record(spark, lake, entries)
-        return DatasetReport(dataset.name, 0, 0, 0, time.monotonic() - started, gone=len(plan.gone))
+        if record_ledger:
+            ledger.record(spark, lake, entries)
+        return DatasetReport(
+            dataset.name,
+            0,
+            0,
+            0,
+            time.monotonic() - started,
+            gone=len(plan.gone),
+            ledger_entries=tuple(entries),
+        )
     by_lineage = {ledger.lineage(f.uri): f for f in plan.candidates}
     rows = read_landing_files(spark, landing, dataset, [f.uri for f in plan.candidates])
     written = (bronze_uri, tables.quarantine(dataset.name).uri(lake))
@@ -538,28 +564,15 @@ def ingest_dataset(
                 persisted.unpersist()
 
     def entry(file: str, **values: object) -> ledger.LedgerEntry:
-        status = by_lineage[file]
-        before = known.get(file)
-        base = dict(
-            dataset=dataset.name,
-            file=file,
-            size=status.size,
-            modified_ms=status.modified_ms,
-            fingerprint=found[file].fingerprint,
-            rows_read=found[file].rows,
-            bronze_rows=0,
-            quarantined_rows=0,
-            months=(),
-            status=ledger.INGESTED,
-            duplicate_of=None,
-            ingest_run=run_id,
-            ingested_at=ingested_at,
-            seen_at=ingested_at,
+        return ledger.file_entry(
+            dataset.name,
+            by_lineage[file],
+            found[file],
+            unchanged=known.get(file) if file in triage.touched else None,
+            run_id=run_id,
+            at=ingested_at,
+            **values,  # type: ignore[arg-type]
         )
-        if before is not None and file in triage.touched:
-            base.update({k: getattr(before, k) for k in ledger.KEPT_WHEN_TOUCHED})
-        base.update(values)
-        return ledger.LedgerEntry(**base)  # type: ignore[arg-type]
 
     for file in batch:
         entries.append(
@@ -573,7 +586,8 @@ def ingest_dataset(
     for file, original in triage.duplicates.items():
         entries.append(entry(file, status=ledger.DUPLICATE, duplicate_of=original))
     entries.extend(entry(file) for file in triage.touched)
-    ledger.record(spark, lake, entries)
+    if record_ledger:
+        ledger.record(spark, lake, entries)
     return DatasetReport(
         dataset.name,
         rows_in,
@@ -587,6 +601,7 @@ def ingest_dataset(
         rerun_months=tuple(
             sorted({m for f in triage.changed for m in (*known[f].months, *found[f].months)})
         ),
+        ledger_entries=tuple(entries),
     )
 
 
@@ -596,6 +611,17 @@ def _has_layout(spark: SparkSession, uri: str, dataset: Dataset) -> bool:
         return False
     wanted = list(tables.bronze(dataset.name).partition_by)
     return table_partitioning(spark, uri) == wanted
+
+
+ADAPTIVE_EXECUTION = "spark.sql.adaptive.enabled"
+
+
+def _planning_for(spark: SparkSession, dataset: str) -> AbstractContextManager[None]:
+    """Adaptive execution off for a small (not hourly) dataset: it runs each shuffle's map
+    side as a job of its own, which on a few thousand rows costs more than it could save."""
+    if dataset in schemas.MONTH_PARTITIONED:
+        return contextlib.nullcontext()
+    return temporary_conf(spark, ADAPTIVE_EXECUTION, "false")
 
 
 def ingest_landing(
@@ -615,26 +641,38 @@ def ingest_landing(
     """
     ingested_at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     run_id = run_id or f"ingest-{ingested_at:%Y%m%dT%H%M%SZ}"
-    reports = []
+    reports: list[DatasetReport] = []
     known = ledger.read_ledger(spark, str(lake))
-    for name in _ordered(datasets):
-        report = ingest_dataset(
-            spark,
-            str(landing),
-            str(lake),
-            schemas.DATASETS_BY_NAME[name],
-            reference=reference,
-            ingested_at=ingested_at,
-            run_id=run_id,
-            known=known.get(name, {}),
-        )
-        if log is not None:
-            log(report.line())
-            for file, original in report.duplicates:
-                log(f"  duplicate file not ingested: {file} repeats {original}")
-            for file in report.changed:
-                log(f"  changed file, its rows replaced: {file}")
-        reports.append(report)
+    try:
+        for name in _ordered(datasets):
+            with _planning_for(spark, name):
+                report = ingest_dataset(
+                    spark,
+                    str(landing),
+                    str(lake),
+                    schemas.DATASETS_BY_NAME[name],
+                    reference=reference,
+                    ingested_at=ingested_at,
+                    run_id=run_id,
+                    known=known.get(name, {}),
+                    record_ledger=False,
+                )
+            if log is not None:
+                log(report.line())
+                for file, original in report.duplicates:
+                    log(f"  duplicate file not ingested: {file} repeats {original}")
+                for file in report.changed:
+                    log(f"  changed file, its rows replaced: {file}")
+            reports.append(report)
+    except BaseException:
+        # The datasets committed before the failing one (which put its own tables back)
+        # are still recorded; if even that fails, the next ingest takes their files again
+        # and replaces their rows, and the original error is the one reported.
+        with contextlib.suppress(Exception):
+            ledger.record(spark, str(lake), [e for r in reports for e in r.ledger_entries])
+        raise
+    # One ledger commit for the whole ingest.
+    ledger.record(spark, str(lake), [e for r in reports for e in r.ledger_entries])
     ingest = IngestReport(ingested_at=ingested_at, datasets=tuple(reports))
     if log is not None and ingest.rerun_months:
         months = ", ".join(f"{m:%Y-%m}" for m in ingest.rerun_months)

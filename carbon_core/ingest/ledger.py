@@ -208,6 +208,43 @@ def triage(found: Mapping[str, FileRows], ledger: Mapping[str, LedgerEntry]) -> 
     return Triage(tuple(ingest), tuple(changed), duplicates, tuple(touched))
 
 
+def file_entry(
+    dataset: str,
+    listed: FileStatus,
+    rows: FileRows,
+    *,
+    unchanged: LedgerEntry | None,
+    run_id: str,
+    at: dt.datetime,
+    bronze_rows: int = 0,
+    quarantined_rows: int = 0,
+    months: tuple[dt.date, ...] = (),
+    status: str = INGESTED,
+    duplicate_of: str | None = None,
+) -> LedgerEntry:
+    """The entry of a file this ingest read. A known file whose rows did not change
+    (`unchanged`, its entry) keeps what the ledger says became of it."""
+    entry = LedgerEntry(
+        dataset=dataset,
+        file=lineage(listed.uri),
+        size=listed.size,
+        modified_ms=listed.modified_ms,
+        fingerprint=rows.fingerprint,
+        rows_read=rows.rows,
+        bronze_rows=bronze_rows,
+        quarantined_rows=quarantined_rows,
+        months=months,
+        status=status,
+        duplicate_of=duplicate_of,
+        ingest_run=run_id,
+        ingested_at=at,
+        seen_at=at,
+    )
+    if unchanged is not None:
+        entry = replace(entry, **{k: getattr(unchanged, k) for k in KEPT_WHEN_TOUCHED})
+    return entry
+
+
 def ledger_frame(spark: SparkSession, entries: Sequence[LedgerEntry]) -> DataFrame:
     """Entries as a frame in the ledger's schema."""
     schema = tables.LANDING_FILES.schema
@@ -216,7 +253,8 @@ def ledger_frame(spark: SparkSession, entries: Sequence[LedgerEntry]) -> DataFra
 
 
 def record(spark: SparkSession, lake: str, entries: Sequence[LedgerEntry]) -> None:
-    """Upsert entries into the ledger on (dataset, file), in one MERGE commit."""
+    """Upsert entries into the ledger on (dataset, file), in one MERGE commit (one per
+    ingest, for all its datasets)."""
     if not entries:
         return
     uri = tables.ensure_lake_table(spark, lake, tables.LANDING_FILES)

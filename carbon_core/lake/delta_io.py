@@ -20,6 +20,7 @@ from pyspark.sql import types as T
 from carbon_core.hadoop import qualified
 
 WriteMode = Literal["overwrite", "append", "error"]
+CONSTRAINT_PROPERTY = "delta.constraints."
 
 
 def _uri(path: str | Path) -> str:
@@ -67,16 +68,19 @@ def ensure_table(
     """Create an empty table with the schema unless one exists.
 
     Non-nullable fields become NOT NULL columns; `checks` (name -> SQL condition) become
-    CHECK constraints, one commit each, so that Delta refuses a write breaking them.
+    CHECK constraints, so that Delta refuses a write breaking them. All in the creating
+    commit: Delta keeps a CHECK constraint as the table property `delta.constraints.<name>`
+    (what ALTER TABLE ADD CONSTRAINT writes, a commit each, after validating rows an
+    empty table does not have).
     """
     if table_exists(spark, path):
         return
     builder = DeltaTable.createIfNotExists(spark).location(_uri(path)).addColumns(schema)
     if partition_by:
         builder = builder.partitionedBy(*partition_by)
-    builder.execute()
     for name, condition in (checks or {}).items():
-        spark.sql(f"ALTER TABLE delta.`{_uri(path)}` ADD CONSTRAINT {name} CHECK ({condition})")
+        builder = builder.property(f"{CONSTRAINT_PROPERTY}{name.lower()}", condition)
+    builder.execute()
 
 
 def write_table(
@@ -107,7 +111,8 @@ def write_table(
     writer.save(_uri(path))
 
 
-def _months_predicate(months: Sequence[dt.date], column: str) -> str:
+def months_predicate(months: Sequence[dt.date], column: str) -> str:
+    """`column IN (DATE'...', ...)` for the months (a replaceWhere or filter condition)."""
     literals = ", ".join(f"DATE'{m.isoformat()}'" for m in sorted(set(months)))
     return f"{column} IN ({literals})"
 
@@ -132,7 +137,7 @@ def replace_months(
     (
         df.write.format("delta")
         .mode("overwrite")
-        .option("replaceWhere", _months_predicate(months, month_column))
+        .option("replaceWhere", months_predicate(months, month_column))
         .save(_uri(path))
     )
 

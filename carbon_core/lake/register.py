@@ -32,7 +32,7 @@ from pyspark.sql import SparkSession
 from carbon_core.errors import CarbonlakeError
 from carbon_core.hadoop import qualified
 from carbon_core.lake import tables
-from carbon_core.lake.delta_io import table_exists
+from carbon_core.lake.delta_io import sql_text, table_exists
 
 Action = Literal["registered", "re-pointed", "unchanged"]
 
@@ -84,11 +84,6 @@ def check_database(database: str) -> str:
 
 def _quoted(*parts: str) -> str:
     return ".".join(f"`{p}`" for part in parts for p in part.split("."))
-
-
-def _sql_text(value: str) -> str:
-    """A SQL string literal (Spark unescapes backslashes in literals)."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _same_location(registered: str, uri: str) -> bool:
@@ -199,8 +194,8 @@ def register_tables(
         if entry.action == "registered":
             spark.sql(
                 f"CREATE TABLE IF NOT EXISTS {_quoted(entry.name)} USING DELTA "
-                f"LOCATION {_sql_text(entry.uri)}"
+                f"LOCATION {sql_text(entry.uri)}"
             )
         elif entry.action == "re-pointed":
-            spark.sql(f"ALTER TABLE {_quoted(entry.name)} SET LOCATION {_sql_text(entry.uri)}")
+            spark.sql(f"ALTER TABLE {_quoted(entry.name)} SET LOCATION {sql_text(entry.uri)}")
     return RegisterReport(database, tuple(plan), tuple(skipped))

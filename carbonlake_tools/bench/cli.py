@@ -22,6 +22,7 @@ from typing import Any
 import psutil
 
 from carbon_core.config import load_config
+from carbonlake_tools.bench.measure import code_version
 from carbonlake_tools.bench.report import parse_scales, render_markdown, summarise
 from carbonlake_tools.generate.world import PARQUET_ROW_GROUP_BYTES
 
@@ -45,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--reuse",
         action="store_true",
-        help="keep generated landing zones and reuse them when scale, seed and months match",
+        help="keep generated landing zones and measurements, and reuse them when world and "
+        "code match: an invocation cut short goes on where it stopped",
     )
     parser.add_argument("--months", type=int, help="months per world (default: the config's)")
     parser.add_argument("--seed", type=int, help="generator seed (default: the config's)")
@@ -115,6 +117,21 @@ def _last_lines(log_file: Path, count: int = 5) -> str:
     return " | ".join(line.strip() for line in log_file.read_text().splitlines()[-count:])
 
 
+def _complete_measurement(run_json: Path, key: dict[str, Any]) -> dict[str, Any] | None:
+    """A scale's finished measurement of this world and this code, else None: with --reuse
+    an invocation that stopped at a later scale measures again only what it lacks."""
+    if not run_json.is_file():
+        return None
+    run: dict[str, Any] = json.loads(run_json.read_text())
+    complete = (
+        run.get("status") == "ok"
+        and not run.get("reference_errors")
+        and "incremental_error" not in run
+    )
+    same = run.get("world") == key and run.get("code_version") == code_version()
+    return run if complete and same else None
+
+
 def bench_scale(scale: int, args: argparse.Namespace, key: dict[str, Any]) -> dict[str, Any]:
     """Generate (or reuse) one world and measure it in child processes; the run's entry."""
     folder = args.work / str(scale)
@@ -162,10 +179,15 @@ def bench_scale(scale: int, args: argparse.Namespace, key: dict[str, Any]) -> di
             generate_s = round(time.monotonic() - started, 2)
             (landing / WORLD_MARKER).write_text(json.dumps(key))
         step = "measure"
+        run_json = folder / "run.json"
+        earlier = _complete_measurement(run_json, key) if args.reuse else None
+        if earlier is not None:
+            print(f"bench {scale:,}: measured before with this world and code, kept", flush=True)
+            earlier["generate_s"] = earlier.get("generate_s") if generate_s is None else generate_s
+            return earlier
         shutil.rmtree(lake, ignore_errors=True)
         shutil.rmtree(exports, ignore_errors=True)
         print(f"bench {scale:,}: running the pipeline and the references", flush=True)
-        run_json = folder / "run.json"
         run_json.unlink(missing_ok=True)
         extra = [*config]
         if args.driver_memory:
@@ -200,6 +222,8 @@ def bench_scale(scale: int, args: argparse.Namespace, key: dict[str, Any]) -> di
         )
         run = json.loads(run_json.read_text())
         run["generate_s"] = generate_s
+        run["world"] = key
+        run_json.write_text(json.dumps(run, indent=2))
     except (RuntimeError, OSError) as error:
         run = {
             "usage_rows": scale,

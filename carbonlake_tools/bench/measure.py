@@ -6,7 +6,8 @@ metrics, samples the driver's RSS (Python + JVM process tree) in a background
 thread, then times the references on the same files: a bare Spark scan of the
 usage and telemetry columns the pipeline needs, a plain Spark copy of those files
 to Delta, and DuckDB's account-level totals.
-Writes one JSON object (a `runs` entry of latest.json) to --out.
+Writes one JSON object (a `runs` entry of latest.json) to --out; each phase is kept as it
+is done, so that --resume after a kill does only what is missing (PhaseRecord).
 
     python -m carbonlake_tools.bench.measure --landing L --lake K --exports E --out run.json
 """
@@ -21,7 +22,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -299,6 +300,7 @@ def measure_pipeline(
     # The lake is the bench's own scratch: measured, then removed before the references,
     # so that the Delta copy does not need room beside it (about 20 GB each at 1e9).
     lake_mb = folder_mb(args.lake)
+    lake_commits = sum(1 for _ in args.lake.glob("**/_delta_log/*.json"))
     shutil.rmtree(args.lake, ignore_errors=True)
     return {
         "usage_rows": args.usage_rows,
@@ -315,59 +317,109 @@ def measure_pipeline(
         "driver_memory": config.spark.driver_memory,
         "shuffle_partitions": config.spark.shuffle_partitions,
         "lake_mb": lake_mb,
+        "lake_commits": lake_commits,
         "stages": stage_table(report, export_s, allocation_rows, groups, cores),
     }
 
 
+class PhaseRecord:
+    """The phases of one scale's measurement done so far, kept beside --out.
+
+    Each phase (the pipeline, the incremental month, each reference) is written down as
+    soon as it is done: with --resume, a measurement cut short (at 1e9 the whole takes
+    longer than some machines stay up) does only the phases it lacks, if landing, scale
+    and code are the same. A phase that failed is not kept, so a resume tries it again.
+    """
+
+    def __init__(self, path: Path, key: Mapping[str, Any], resume: bool) -> None:
+        self.path = path
+        self.key = dict(key)
+        saved = json.loads(path.read_text()) if resume and path.is_file() else {}
+        self.phases: dict[str, dict[str, Any]] = (
+            saved.get("phases", {}) if saved.get("key") == self.key else {}
+        )
+        self.resumed = sorted(self.phases)
+
+    def get(self, phase: str) -> dict[str, Any] | None:
+        """A kept phase's values, or None when it still has to run."""
+        return self.phases.get(phase)
+
+    def keep(self, phase: str, values: Mapping[str, Any]) -> None:
+        """Write the phase down (atomically: a kill mid-write keeps the previous file)."""
+        self.phases[phase] = dict(values)
+        partial = self.path.with_suffix(".tmp")
+        partial.write_text(json.dumps({"key": self.key, "phases": self.phases}))
+        partial.replace(self.path)
+
+    def discard(self) -> None:
+        """The measurement is complete: nothing to resume."""
+        self.path.unlink(missing_ok=True)
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).splitlines() or [type(error).__name__])[0][:300]
+
+
+def _timed(action: Callable[[], Any]) -> tuple[Any, float]:
+    started = time.monotonic()
+    value = action()
+    return value, round(time.monotonic() - started, 2)
+
+
 def measure_references(
-    spark: SparkSession, landing: Path, lake: Path, sampler: RssSampler
+    spark: SparkSession, landing: Path, lake: Path, sampler: RssSampler, record: PhaseRecord
 ) -> dict[str, Any]:
-    """Time the bare scan, the Delta copy and DuckDB on the (local) landing; stops the
-    session. The bench's folders are its own local scratch, never a user's URIs."""
+    """Time the bare scan, the Delta copy and DuckDB on the (local) landing, each a phase of
+    `record`; stops the session. The bench's folders are its own local scratch."""
     from carbon_core.pipeline import label_jobs
 
     cores = spark.sparkContext.defaultParallelism
     sampler.phase("references")
-    label_jobs(spark, "bench/bare_scan")
-    # A failing reference must not lose the pipeline's measurement: it is reported instead.
+    # A failing reference must not lose the other measurements: it is reported instead.
     errors: dict[str, str] = {}
-    scanned: dict[str, int] = {}
-    bare_scan_s = duckdb_s = None
-    duckdb_rows = None
-    started = time.monotonic()
-    try:
-        scanned = bare_scan(spark, landing)
-        bare_scan_s = round(time.monotonic() - started, 2)
-    except Exception as error:
-        errors["bare_scan"] = str(error).splitlines()[0][:300]
-    label_jobs(spark, "bench/delta_copy")
-    delta_copy_s = None
-    scratch = lake.parent / "delta_copy"
-    started = time.monotonic()
-    try:
-        delta_copy(spark, landing, scratch)
-        delta_copy_s = round(time.monotonic() - started, 2)
-    except Exception as error:
-        errors["delta_copy"] = str(error).splitlines()[0][:300]
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    spark.stop()
-    started = time.monotonic()
-    try:
-        duckdb_rows = duckdb_totals(landing, cores)
-        duckdb_s = round(time.monotonic() - started, 2)
-    except Exception as error:
-        errors["duckdb"] = str(error).splitlines()[0][:300]
-    return {
-        "usage_rows_landed": scanned.get("usage"),
-        "telemetry_rows_landed": scanned.get("rack_telemetry"),
-        "bare_scan_s": bare_scan_s,
-        "duckdb_s": duckdb_s,
-        "delta_copy_s": delta_copy_s,
-        "duckdb_result_rows": duckdb_rows,
-        "landing_mb": folder_mb(landing),
-        "reference_errors": errors,
+
+    def bare() -> dict[str, Any]:
+        label_jobs(spark, "bench/bare_scan")
+        scanned, seconds = _timed(lambda: bare_scan(spark, landing))
+        return {
+            "usage_rows_landed": scanned.get("usage"),
+            "telemetry_rows_landed": scanned.get("rack_telemetry"),
+            "bare_scan_s": seconds,
+        }
+
+    def copy() -> dict[str, Any]:
+        label_jobs(spark, "bench/delta_copy")
+        scratch = lake.parent / "delta_copy"
+        try:
+            return {"delta_copy_s": _timed(lambda: delta_copy(spark, landing, scratch))[1]}
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def duckdb() -> dict[str, Any]:
+        rows, seconds = _timed(lambda: duckdb_totals(landing, cores))
+        return {"duckdb_s": seconds, "duckdb_result_rows": rows}
+
+    values: dict[str, Any] = {
+        "usage_rows_landed": None,
+        "telemetry_rows_landed": None,
+        "bare_scan_s": None,
+        "delta_copy_s": None,
+        "duckdb_s": None,
+        "duckdb_result_rows": None,
     }
+    for phase, action in (("bare_scan", bare), ("delta_copy", copy), ("duckdb", duckdb)):
+        if phase == "duckdb":
+            spark.stop()  # DuckDB gets the machine's memory to itself
+        kept = record.get(phase)
+        if kept is None:
+            try:
+                kept = action()
+            except Exception as error:
+                errors[phase] = _first_line(error)
+                continue
+            record.keep(phase, kept)
+        values.update(kept)
+    return {**values, "landing_mb": folder_mb(landing), "reference_errors": errors}
 
 
 def _incremental(
@@ -393,40 +445,44 @@ def _incremental(
             spark, config, args.landing, args.lake.parent / "incremental", months, log
         )
     except Exception as error:
-        return {"incremental_error": str(error).splitlines()[0][:300]}
+        return {"incremental_error": _first_line(error)}
 
 
-def _pipeline_file(out: Path) -> Path:
-    return out.with_name(out.stem + ".pipeline.json")
+def _record_file(out: Path) -> Path:
+    return out.with_name(out.stem + ".phases.json")
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
-    """Run and measure one scale; the `runs` entry.
-
-    The pipeline's measurement is kept beside --out until the references are done too:
-    with --resume a run cut short in the references (at 1e9 the whole takes longer than
-    some machines stay up) times only them again, if landing, scale and code are the same.
-    """
+    """Run and measure one scale, phase by phase (PhaseRecord); the `runs` entry."""
     from carbon_core.session import build_spark_session
 
     sampler = RssSampler().start()
     config = _bench_config(args)
     spark = build_spark_session(config.spark)
-    key = {"landing": str(args.landing), "usage_rows": args.usage_rows, "code": code_version()}
-    kept = _pipeline_file(args.out)
-    saved = json.loads(kept.read_text()) if args.resume and kept.is_file() else {}
-    if saved.get("key") == key:
-        pipeline = saved["run"]
-        pipeline["pipeline_resumed"] = True
-        shutil.rmtree(args.lake, ignore_errors=True)
-    else:
+    version = code_version()
+    key = {"landing": str(args.landing), "usage_rows": args.usage_rows, "code": version}
+    record = PhaseRecord(_record_file(args.out), key, args.resume)
+    pipeline = record.get("pipeline")
+    if pipeline is None:
         pipeline = measure_pipeline(spark, config, args, sampler)
-        pipeline.update(_incremental(spark, config, args, pipeline, sampler))
-        kept.write_text(json.dumps({"key": key, "run": pipeline}))
-    references = measure_references(spark, args.landing, args.lake, sampler)
+        record.keep("pipeline", pipeline)
+    else:
+        shutil.rmtree(args.lake, ignore_errors=True)
+    incremental = record.get("incremental")
+    if incremental is None:
+        incremental = _incremental(spark, config, args, pipeline, sampler)
+        if "incremental_error" not in incremental:
+            record.keep("incremental", incremental)
+    references = measure_references(spark, args.landing, args.lake, sampler, record)
     sampler.stop()
-    kept.unlink(missing_ok=True)
-    return {**pipeline, **references}
+    record.discard()
+    return {
+        **pipeline,
+        **incremental,
+        **references,
+        "code_version": version,
+        "resumed_phases": record.resumed,
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -444,7 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--resume",
         action="store_true",
-        help="reuse the pipeline's measurement of a run cut short in the references",
+        help="keep the phases a measurement cut short had done (PhaseRecord)",
     )
     return parser
 

@@ -283,13 +283,16 @@ def render_markdown(result: Mapping[str, Any]) -> str:
             "",
             f"## Stages at {_rows(run['usage_rows'])} usage rows",
             "",
-            "| stage | s | rows in | rows/s per core | shuffle MB | spill MB | task s |",
-            "|---|---:|---:|---:|---:|---:|---:|",
+            f"Delta commits in the lake after the run: {_num(run.get('lake_commits'))}.",
+            "",
+            "| stage | s | rows in | rows/s per core | Spark jobs | shuffle MB | spill MB | "
+            "task s |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for name, stage in run["stages"].items():
             lines.append(
                 f"| {name} | {_num(stage.get('s'))} | {_num(stage.get('rows_in'))} | "
-                f"{_num(stage.get('rows_per_s_per_core'), 0)} | "
+                f"{_num(stage.get('rows_per_s_per_core'), 0)} | {_num(stage.get('jobs'))} | "
                 f"{_mb(stage.get('shuffle_bytes'))} | {_mb(stage.get('spill_bytes'))} | "
                 f"{_num(stage.get('task_s'))} |"
             )
