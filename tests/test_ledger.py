@@ -85,6 +85,59 @@ def test_triage_finds_duplicates_changed_and_touched_files() -> None:
     assert triage.touched == ("/l/h.csv",)
 
 
+def test_a_known_file_rewritten_with_another_file_s_rows_retracts_its_own() -> None:
+    known = {
+        "/l/a.csv": _entry("/l/a.csv", fingerprint="A"),
+        "/l/b.csv": _entry("/l/b.csv", fingerprint="B"),
+        "/l/x.csv": _entry("/l/x.csv", fingerprint="X"),
+        "/l/y.csv": _entry("/l/y.csv", fingerprint="Y"),
+    }
+    found = {
+        "/l/a.csv": ledger.FileRows(1, "B", ()),  # a copy of b.csv written over a.csv
+        "/l/x.csv": ledger.FileRows(1, "Y", ()),  # x and y swapped contents
+        "/l/y.csv": ledger.FileRows(1, "X", ()),
+    }
+    triage = ledger.triage(found, known)
+    assert triage.duplicates == {"/l/a.csv": "/l/b.csv"}
+    assert triage.retracted == ("/l/a.csv",)  # its old rows must leave bronze
+    assert triage.ingest == ("/l/x.csv", "/l/y.csv") == triage.changed
+
+
+def test_a_file_back_in_landing_with_its_rows_is_no_longer_gone() -> None:
+    at = dt.datetime(2025, 2, 1)
+    listed = FileStatus("file:/l/a.csv", 10, 3000)
+    for before, status in (
+        (_entry("/l/a.csv", fingerprint="A", status=ledger.GONE), ledger.INGESTED),
+        (
+            _entry("/l/a.csv", fingerprint="A", status=ledger.GONE, duplicate_of="/l/b.csv"),
+            ledger.DUPLICATE,
+        ),
+    ):
+        entry = ledger.file_entry(
+            "usage", listed, ledger.FileRows(1, "A", ()), unchanged=before, run_id="r2", at=at
+        )
+        assert (entry.status, entry.duplicate_of, entry.modified_ms) == (
+            status,
+            before.duplicate_of,
+            3000,
+        )
+        assert (entry.bronze_rows, entry.ingest_run) == (before.bronze_rows, before.ingest_run)
+
+
+def test_source_file_names_a_file_as_its_listing_does(spark: SparkSession) -> None:
+    from carbon_core.ingest.landing import _file_path
+
+    uris = [
+        ("file:/l/a%20b+c.csv", "/l/a b+c.csv"),
+        ("file:///l/plain.csv", "/l/plain.csv"),
+        ("s3a://bucket/l/a%20b+c%C3%A9.csv", "s3a://bucket/l/a b+cé.csv"),
+        ("s3a://bucket/l/plain.csv", "s3a://bucket/l/plain.csv"),
+    ]
+    frame = spark.createDataFrame([(u,) for u, _ in uris], "uri string")
+    got = [r[0] for r in frame.select(_file_path(F.col("uri"))).collect()]
+    assert got == [expected for _, expected in uris]
+
+
 @dataclass
 class World:
     landing: Path
@@ -191,6 +244,19 @@ def test_the_ledger_through_a_lake_s_life(spark, world) -> None:
     assert bronze_changed.get(str(extra), 0) + _quarantined(spark, world, "usage", extra) == 5
     assert {k: v for k, v in bronze_changed.items() if k != str(extra)} == bronze_before
 
+    # Overwritten with another file's rows: a duplicate, and its own old rows leave bronze
+    # (none stay behind to be counted twice).
+    shutil.copy(original, extra)
+    fifth = _ingest(spark, world)
+    assert fifth["usage"].duplicates == ((str(extra), str(original)),)
+    assert fifth["usage"].changed == (str(extra),) and fifth["usage"].rerun_months
+    assert _bronze_by_file(spark, world, "usage") == bronze_before
+    assert _quarantined(spark, world, "usage", extra) == 0
+    retracted = _ledger(spark, world, "usage")[str(extra)]
+    assert (retracted.status, retracted.duplicate_of) == (ledger.DUPLICATE, str(original))
+    assert (retracted.bronze_rows, retracted.quarantined_rows) == (0, 0)
+    assert _ingest(spark, world)["usage"].files == 0  # and it stays settled
+
 
 def _quarantined(spark: SparkSession, world: World, dataset: str, file: Path) -> int:
     quarantine = read_table(spark, tables.quarantine(dataset).uri(str(world.lake)))
@@ -238,3 +304,26 @@ def test_maintain_compacts_the_hourly_bronze_and_vacuums_every_table(spark, worl
     assert read_bronze(spark, str(world.lake), "usage").count() > 0
     with pytest.raises(ConfigError, match=r"maintenance\.vacuum_retention_hours"):
         config_from_mapping({"maintenance": {"vacuum_retention_hours": 24}})
+
+
+def test_a_rebuild_that_would_lose_pruned_files_rows_is_refused(spark, tmp_path) -> None:
+    from carbon_core.errors import InputError
+
+    landing, lake = tmp_path / "landing", tmp_path / "lake"
+    generate_world(spark, str(landing), scale=200, seed=3, start_month="2024-11", months=1)
+    reference = load_reference_tables(spark, None)
+    small = ["clusters", "sites"]
+    ingest_landing(spark, str(landing), str(lake), reference=reference, datasets=small, log=None)
+    sites_file = next((landing / "sites").iterdir())
+    pruned = tmp_path / sites_file.name
+    sites_file.rename(pruned)  # landing pruned: bronze holds its rows
+    shutil.rmtree(lake / "bronze" / "sites")  # and bronze lost (or laid out otherwise)
+    with pytest.raises(InputError, match=f"sites: bronze must be rebuilt.*{pruned.name}"):
+        ingest_landing(
+            spark, str(landing), str(lake), reference=reference, datasets=["sites"], log=None
+        )
+    pruned.rename(sites_file)  # landed again: the rebuild goes ahead
+    again = ingest_landing(
+        spark, str(landing), str(lake), reference=reference, datasets=["sites"], log=None
+    )
+    assert again["sites"].files == 1 and again["sites"].bronze_rows > 0

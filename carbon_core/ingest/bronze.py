@@ -25,6 +25,7 @@ from pyspark.sql import functions as F
 
 from carbon_core import schemas
 from carbon_core.errors import InputError, InvariantError
+from carbon_core.hadoop import FileStatus
 from carbon_core.ingest import ledger
 from carbon_core.ingest.landing import RAW, SOURCE_FILE, dataset_files, read_landing_files
 from carbon_core.ingest.rules import (
@@ -488,6 +489,8 @@ def ingest_dataset(
     listed = dataset_files(spark, landing, dataset, required=dataset.mandatory and not known)
     # A lake whose bronze predates the ledger (or its month partitions) is rebuilt whole.
     rebuild = not known or not _has_layout(spark, bronze_uri, dataset)
+    if rebuild and known:
+        _refuse_lossy_rebuild(dataset, known, listed)
     plan = ledger.plan_files(listed, {} if rebuild else known)
     entries: list[ledger.LedgerEntry] = ledger.mark_gone(plan.gone, ingested_at)
     if not plan.candidates:
@@ -522,12 +525,19 @@ def ingest_dataset(
             rows_in = sum(found[f].rows for f in batch)
             bronze_rows = quarantined_rows = 0
             counts = FileCounts({}, {}, {})
-            if batch:
+            # Files whose rows this ingest replaces: the batch, and known files that now
+            # repeat another file (their old rows go, none come in their place).
+            replaced = [*batch, *triage.retracted]
+            if replaced:
                 if len(batch) < len(found):  # duplicates or touched files are not taken
                     rows = rows.where(F.col(SOURCE_FILE).isin(batch))
-                old_months = {m for f in triage.changed for m in known[f].months}
+                old_months = {
+                    m for f in (*triage.changed, *triage.retracted) for m in known[f].months
+                }
                 months = sorted(old_months | {m for f in batch for m in found[f].months})
-                kept_before = None if rebuild else _kept_before(spark, lake, dataset, batch, months)
+                kept_before = (
+                    None if rebuild else _kept_before(spark, lake, dataset, replaced, months)
+                )
                 repeated = _repeated_keys(rows, dataset, rows_in)
                 checked = check_rows(rows, dataset, parents, reference.fuel_factors, repeated)
                 if dataset.key:
@@ -541,14 +551,15 @@ def ingest_dataset(
                     lake,
                     rows_in=rows_in,
                     ingested_at=ingested_at,
-                    replacing=None if rebuild else (batch, months),
+                    replacing=None if rebuild else (replaced, months),
                 )
-                counts = _written_counts(spark, lake, dataset, batch)
-                for file in batch:
+                counts = _written_counts(spark, lake, dataset, replaced)
+                for file in replaced:
+                    expected = found[file].rows if file in batch else 0
                     accounted = counts.bronze.get(file, 0) + counts.quarantined.get(file, 0)
-                    if accounted != found[file].rows:
+                    if accounted != expected:
                         raise InvariantError(
-                            f"ingest {dataset.name}: {file} has {found[file].rows} rows but "
+                            f"ingest {dataset.name}: {file} has {expected} rows but "
                             f"{counts.bronze.get(file, 0)} bronze + "
                             f"{counts.quarantined.get(file, 0)} quarantined"
                         )
@@ -596,13 +607,36 @@ def ingest_dataset(
         time.monotonic() - started,
         files=len(batch),
         duplicates=tuple(sorted(triage.duplicates.items())),
-        changed=tuple(triage.changed),
+        changed=tuple(sorted((*triage.changed, *triage.retracted))),
         gone=len(plan.gone),
         rerun_months=tuple(
-            sorted({m for f in triage.changed for m in (*known[f].months, *found[f].months)})
+            sorted(
+                {m for f in triage.changed for m in (*known[f].months, *found[f].months)}
+                | {m for f in triage.retracted for m in known[f].months}
+            )
         ),
         ledger_entries=tuple(entries),
     )
+
+
+def _refuse_lossy_rebuild(
+    dataset: Dataset, known: dict[str, ledger.LedgerEntry], listed: Sequence[FileStatus]
+) -> None:
+    """InputError when rebuilding bronze from landing would lose rows of ingested files
+    that landing no longer holds (bronze, not landing, is the system of record)."""
+    present = {ledger.lineage(f.uri) for f in listed}
+    lost = sorted(
+        f
+        for f, e in known.items()
+        if e.holds_rows and e.bronze_rows + e.quarantined_rows > 0 and f not in present
+    )
+    if lost:
+        raise InputError(
+            f"ingest {dataset.name}: bronze must be rebuilt from landing (its table is "
+            f"missing or not laid out as the catalog says), but {len(lost)} ingested "
+            f"file(s) are no longer in landing, e.g. {lost[0]}: land them again or restore "
+            "the bronze table (Delta RESTORE) to a version that holds them"
+        )
 
 
 def _has_layout(spark: SparkSession, uri: str, dataset: Dataset) -> bool:

@@ -152,18 +152,22 @@ _TO_THE_END = 2**31 - 1  # substring's length for "the rest of the string"
 
 
 def _file_path(uri_column: Column) -> Column:
-    """A local file URI (file:/a%20b.csv) as the plain path; other schemes unchanged."""
+    """A local file URI (file:/a%20b.csv) as the plain path; other URIs decoded
+    (s3a://b/a%20b.csv -> s3a://b/a b.csv), as a Hadoop listing names the file."""
     # Evaluated for every landing row: prefix tests and substrings to the end (a length
     # would count the characters of every path of every row), no regular expression,
     # and the decoder only for paths that were percent-encoded.
     local = F.when(
         uri_column.startswith("file://"), F.substring(uri_column, 8, _TO_THE_END)
     ).otherwise(F.substring(uri_column, 6, _TO_THE_END))
+
     # Hadoop percent-encodes the path but leaves '+' literal; url_decode would read it as space.
-    decoded = F.when(
-        local.contains("%"), F.url_decode(F.regexp_replace(local, r"\+", "%2B"))
-    ).otherwise(local)
-    return F.when(uri_column.startswith("file:"), decoded).otherwise(uri_column)
+    def decoded(path: Column) -> Column:
+        return F.when(
+            path.contains("%"), F.url_decode(F.regexp_replace(path, r"\+", "%2B"))
+        ).otherwise(path)
+
+    return F.when(uri_column.startswith("file:"), decoded(local)).otherwise(decoded(uri_column))
 
 
 def _read_csv_group(spark: SparkSession, files: Sequence[str], header: Sequence[str]) -> DataFrame:

@@ -180,14 +180,24 @@ class Triage:
     changed: tuple[str, ...]  # the subset of `ingest` that replaces earlier rows
     duplicates: dict[str, str]  # file -> the file whose rows it repeats
     touched: tuple[str, ...]  # known files whose rows did not change
+    # Known files holding rows that now repeat another file's: their old rows are removed
+    # (they are also in `duplicates`).
+    retracted: tuple[str, ...] = ()
 
 
 def triage(found: Mapping[str, FileRows], ledger: Mapping[str, LedgerEntry]) -> Triage:
     """Decide per candidate file (sorted, so the earlier name is the original)."""
-    by_fingerprint = {
-        e.fingerprint: f for f, e in sorted(ledger.items()) if e.holds_rows and e.fingerprint
+    # A candidate whose rows changed no longer holds its old rows: they are nobody's
+    # original (two files that swapped contents are both changed, not duplicates).
+    rewritten = {
+        f for f, rows in found.items() if f in ledger and ledger[f].fingerprint != rows.fingerprint
     }
-    ingest, changed, touched = [], [], []
+    by_fingerprint = {
+        e.fingerprint: f
+        for f, e in sorted(ledger.items())
+        if e.holds_rows and e.fingerprint and f not in rewritten
+    }
+    ingest, changed, touched, retracted = [], [], [], []
     duplicates: dict[str, str] = {}
     for file in sorted(found):
         rows = found[file]
@@ -200,12 +210,14 @@ def triage(found: Mapping[str, FileRows], ledger: Mapping[str, LedgerEntry]) -> 
         )
         if original is not None and original != file:
             duplicates[file] = original
+            if known is not None and known.holds_rows:
+                retracted.append(file)
             continue
         ingest.append(file)
         if known is not None and known.holds_rows:
             changed.append(file)
         by_fingerprint.setdefault(rows.fingerprint, file)
-    return Triage(tuple(ingest), tuple(changed), duplicates, tuple(touched))
+    return Triage(tuple(ingest), tuple(changed), duplicates, tuple(touched), tuple(retracted))
 
 
 def file_entry(
@@ -242,6 +254,8 @@ def file_entry(
     )
     if unchanged is not None:
         entry = replace(entry, **{k: getattr(unchanged, k) for k in KEPT_WHEN_TOUCHED})
+        if unchanged.status == GONE:  # back in landing with the rows it had
+            entry = replace(entry, status=DUPLICATE if unchanged.duplicate_of else INGESTED)
     return entry
 
 
