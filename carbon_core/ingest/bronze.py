@@ -677,6 +677,10 @@ def ingest_landing(
     run_id = run_id or f"ingest-{ingested_at:%Y%m%dT%H%M%SZ}"
     reports: list[DatasetReport] = []
     known = ledger.read_ledger(spark, str(lake))
+
+    def record_ledger() -> None:  # one ledger commit for the whole ingest
+        ledger.record(spark, str(lake), [e for r in reports for e in r.ledger_entries])
+
     try:
         for name in _ordered(datasets):
             with _planning_for(spark, name):
@@ -703,10 +707,9 @@ def ingest_landing(
         # are still recorded; if even that fails, the next ingest takes their files again
         # and replaces their rows, and the original error is the one reported.
         with contextlib.suppress(Exception):
-            ledger.record(spark, str(lake), [e for r in reports for e in r.ledger_entries])
+            record_ledger()
         raise
-    # One ledger commit for the whole ingest.
-    ledger.record(spark, str(lake), [e for r in reports for e in r.ledger_entries])
+    record_ledger()
     ingest = IngestReport(ingested_at=ingested_at, datasets=tuple(reports))
     if log is not None and ingest.rerun_months:
         months = ", ".join(f"{m:%Y-%m}" for m in ingest.rerun_months)
