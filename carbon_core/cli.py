@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
+import signal
 import sys
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from carbon_core.calendar import parse_month
 from carbon_core.config import Config, load_config
-from carbon_core.errors import CarbonlakeError
+from carbon_core.errors import CarbonlakeError, DerivedViewError
 
 if TYPE_CHECKING:
     from carbon_core.ingest import IngestReport
@@ -111,6 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(maintain)
     maintain.add_argument("--lake", type=str)
+
+    status = commands.add_parser(
+        "status", help="what readers see: the published months, runs in flight or in doubt"
+    )
+    _common(status)
+    status.add_argument("--lake", type=str)
     return parser
 
 
@@ -166,19 +175,33 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     from carbon_core.ingest import ingest_landing
+    from carbon_core.lake.claims import INGEST_KEY, RunClaims
     from carbon_core.reference import load_reference_tables
     from carbon_core.session import build_spark_session
 
     config = _config(args)
     spark = build_spark_session(config.spark)
     reference = load_reference_tables(spark, config.reference)
-    report = ingest_landing(spark, config.landing, config.lake, reference=reference)
+    # Bronze has one writer at a time: the ingest key, as a run's ingest takes it.
+    claims = RunClaims(
+        spark,
+        str(config.lake),
+        uuid.uuid4().hex,
+        lease=dt.timedelta(minutes=config.run.claim_lease_minutes),
+    )
+    with claims.heartbeat():
+        claims.acquire([INGEST_KEY], wait=dt.timedelta(minutes=config.run.wait_minutes))
+        try:
+            report = ingest_landing(spark, config.landing, config.lake, reference=reference)
+        finally:
+            claims.release_quietly(print)
     print(_ingest_total(report))
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from carbon_core.lake import tables
+    from carbon_core.lake.runs import read_published
     from carbon_core.pipeline import run_pipeline
     from carbon_core.session import build_spark_session
     from carbon_core.summary import format_summary, summarise_months
@@ -200,12 +223,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         "no negatives, known accounts)"
     )
     summaries = summarise_months(
-        tables.read_lake_table(spark, config.lake, tables.ACCOUNT_EMISSIONS),
-        tables.read_lake_table(spark, config.lake, tables.UNALLOCATED),
+        read_published(spark, config.lake, tables.ACCOUNT_EMISSIONS),
+        read_published(spark, config.lake, tables.UNALLOCATED),
         report.months,
     )
     print(format_summary(summaries))
-    return 0
+    for failure in report.derived_failures:
+        print(f"carbonlake: error: {failure} (the run's accounting is committed)", file=sys.stderr)
+    return DerivedViewError.exit_code if report.derived_failures else 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -291,6 +316,17 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from carbon_core.lake.status import lake_status
+    from carbon_core.session import build_spark_session
+
+    config = load_config(args.config).with_overrides(lake=args.lake)
+    spark = build_spark_session(config.spark)
+    for line in lake_status(spark, config.lake).lines():
+        print(line)
+    return 0
+
+
 def cmd_maintain(args: argparse.Namespace) -> int:
     from carbon_core.lake.maintain import maintain_lake
     from carbon_core.session import build_spark_session
@@ -315,18 +351,37 @@ COMMANDS = {
     "forecast": cmd_forecast,
     "catalog": cmd_catalog,
     "maintain": cmd_maintain,
+    "status": cmd_status,
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `carbonlake` console script and of jobs/*.py."""
     args = build_parser().parse_args(argv)
+    _stop_on_sigterm()
     try:
         _validate_config_first(args)
         return COMMANDS[args.command](args)
     except CarbonlakeError as error:
         print(f"carbonlake: error: {error}", file=sys.stderr)
-        return 2
+        return error.exit_code
+    except Terminated:
+        print("carbonlake: error: stopped by SIGTERM", file=sys.stderr)
+        return 128 + signal.SIGTERM
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that a run logs `failed` and lets go of its
+    claims on the way out (as Ctrl-C does), instead of dying silently."""
+
+
+def _stop_on_sigterm() -> None:
+    def stop(signum: int, frame: object) -> None:
+        raise Terminated
+
+    # Not in the main thread (an embedding application): its own handler stays.
+    with contextlib.suppress(ValueError):
+        signal.signal(signal.SIGTERM, stop)
 
 
 if __name__ == "__main__":

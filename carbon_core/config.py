@@ -145,6 +145,17 @@ class MaintenanceSettings(_Strict):
     vacuum_retention_hours: int = Field(default=168, ge=168)
 
 
+class RunSettings(_Strict):
+    """Runs on one lake (docs/operations.md §9: the run protocol)."""
+
+    # A run's claim on its months (and on the ingest) expires this long after the run
+    # last renewed it, so that a killed run does not block its months for ever. A live
+    # run renews it at every stage; keep it well above the longest stage.
+    claim_lease_minutes: int = Field(default=120, ge=1)
+    # How long a run waits for another run's ingest or derived views to finish.
+    wait_minutes: int = Field(default=60, ge=0)
+
+
 def _location(value: Any) -> Any:
     if isinstance(value, os.PathLike):
         return os.fspath(value)
@@ -172,6 +183,7 @@ class Config(_Strict):
     forecast: ForecastSettings = ForecastSettings()
     catalog: CatalogSettings = CatalogSettings()
     maintenance: MaintenanceSettings = MaintenanceSettings()
+    run: RunSettings = RunSettings()
 
     def with_overrides(self, **changes: Any) -> Config:
         """A copy with top-level fields replaced (CLI flags win over the file)."""

@@ -6,6 +6,8 @@ from __future__ import annotations
 class CarbonlakeError(Exception):
     """A user-facing error: bad configuration, missing input, a broken invariant."""
 
+    exit_code = 2  # what the command line exits with
+
 
 class ConfigError(CarbonlakeError):
     """The configuration file is missing or invalid; the message names the key."""
@@ -21,3 +23,15 @@ class InputError(CarbonlakeError):
 
 class InvariantError(CarbonlakeError):
     """A run-time invariant (conservation, non-negativity, ...) does not hold."""
+
+
+class MonthsClaimedError(CarbonlakeError):
+    """Another live run holds some of the run's months: refused before writing anything."""
+
+    exit_code = 3
+
+
+class DerivedViewError(CarbonlakeError):
+    """The accounting committed, but a derived view (forecast, target progress) failed."""
+
+    exit_code = 4

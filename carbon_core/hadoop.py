@@ -9,11 +9,13 @@ in the client (docs/operations.md says which commands need it).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from dataclasses import dataclass
 from typing import Any
 
+from py4j.protocol import Py4JJavaError
 from pyspark.sql import SparkSession
 
 # A URI scheme ("s3a:", "file:", "hdfs:"); a one-letter one would be a Windows drive.
@@ -89,6 +91,8 @@ class HadoopFiles:
         self._jvm = jvm
         self._path = jvm.org.apache.hadoop.fs.Path
         conf = spark.sparkContext._jsc.hadoopConfiguration()
+        self._conf = conf
+        self._gateway: Any = spark.sparkContext._gateway
         fs = self._path(qualified(root)).getFileSystem(conf)
         # The local file system wraps a raw one and writes hidden .crc side files; go
         # around it so that listings show (and clean-up removes) every file.
@@ -115,6 +119,12 @@ class HadoopFiles:
 
     def delete(self, location: str) -> None:
         self._fs.delete(self._hadoop_path(location), True)
+
+    def delete_if_empty(self, location: str) -> None:
+        """Remove a folder only when nothing is in it (a non-recursive delete, which the
+        filesystem refuses for a folder another process has just written into)."""
+        with contextlib.suppress(Py4JJavaError):
+            self._fs.delete(self._hadoop_path(location), False)
 
     def mkdirs(self, location: str) -> None:
         self._fs.mkdirs(self._hadoop_path(location))
@@ -171,11 +181,28 @@ class HadoopFiles:
     def replace_text(self, location: str, text: str) -> None:
         """Write a file beside `location`, then move it into place: a reader finds the old
         text or the new one (where the filesystem's rename is atomic, as on local disks)."""
-        partial = f"{location}.tmp"
+        partial = f"{location}.{os.getpid()}.tmp"
         self.write_text(partial, text)
-        if self.exists(location):
-            self.delete(location)
-        self.rename(partial, location)
+        self.replace(partial, location)
+
+    def replace(self, source: str, target: str) -> None:
+        """Move the file `source` onto `target`, replacing a file there in one rename.
+
+        Atomic on local disks (rename(2) replaces the file) and HDFS (its rename with
+        overwrite): a reader of `target` finds the old file or the new one, never
+        neither. Elsewhere Hadoop deletes the old file and then moves or, on an object
+        store, copies the new one, which leaves a moment without it."""
+        if str(self._fs.getUri().getScheme()) == "file":
+            # The raw local file system renames with java.io.File.renameTo: rename(2).
+            self.rename(source, target)
+            return
+        rename = self._jvm.org.apache.hadoop.fs.Options.Rename
+        options = self._gateway.new_array(rename, 1)
+        options[0] = rename.OVERWRITE
+        context = self._jvm.org.apache.hadoop.fs.FileContext.getFileContext(
+            self._fs.getUri(), self._conf
+        )
+        context.rename(self._hadoop_path(source), self._hadoop_path(target), options)
 
     def read_text(self, location: str) -> str:
         """A whole (small) file as UTF-8 text, e.g. a configuration file."""

@@ -1,14 +1,18 @@
-"""The main job: landing -> bronze -> silver -> gold, checked before anything commits.
+"""The main job: landing -> bronze -> silver -> gold, checked before anything is published.
 
-Order of a run: ingest (bronze + quarantine), site-month quantities (silver),
-allocation (gold), run-time invariants, then one commit per table. If anything
-fails after the first commit, every table written by the run is restored to
-its version from before the run, so a failed run leaves the lake as it was.
+Order of a run: claim its months, ingest (bronze + quarantine), site-month quantities
+(silver), allocation (gold), run-time invariants, one commit per table, and then the
+publication: a `committed` row in gold/run_log with the version of every table written.
+Readers read each month at the versions of the last committed run covering it, so a run
+that fails or dies before publishing changes nothing they see, and nothing is restored
+(docs/operations.md §9). The derived views follow, and their failure is only reported.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import functools
 import json
 import time
 import uuid
@@ -30,7 +34,7 @@ from carbon_core.allocation import (
 from carbon_core.allocation.invariants import InvariantResult
 from carbon_core.calendar import month_range
 from carbon_core.config import Config
-from carbon_core.errors import CarbonlakeError, InputError, InvariantError
+from carbon_core.errors import CarbonlakeError, InputError, InvariantError, MonthsClaimedError
 from carbon_core.extras import FORECAST_PACKAGES, missing_packages
 from carbon_core.hadoop import persisted_rdd_ids
 from carbon_core.ingest import IngestReport, bronze_months, ingest_landing, read_bronze
@@ -38,13 +42,27 @@ from carbon_core.insight.benchmarks import build_region_benchmarks
 from carbon_core.insight.rollups import build_bu_monthly, check_rollup_totals
 from carbon_core.insight.targets import write_target_progress
 from carbon_core.lake import (
-    TableCheckpoint,
     replace_months,
     replace_where,
-    restore_tables,
     table_version,
     tables,
-    write_table,
+)
+from carbon_core.lake.claims import DERIVED_KEY, INGEST_KEY, RunClaims
+from carbon_core.lake.delta_io import (
+    commit_metadata,
+    months_predicate,
+    retry_on_conflict,
+    tagged_version,
+)
+from carbon_core.lake.runs import (
+    COMMITTED,
+    FAILED,
+    STARTED,
+    RunRecord,
+    append_run_record,
+    commit_tag,
+    failure_message,
+    utc_now,
 )
 from carbon_core.reference import ReferenceTables, load_reference_tables
 from carbon_core.session import is_connect, label_jobs, release_persisted_since
@@ -114,6 +132,9 @@ class RunReport:
     invariants: list[InvariantResult] = field(default_factory=list)
     ingest: IngestReport | None = None
     warnings: list[str] = field(default_factory=list)
+    input_versions: dict[str, int] = field(default_factory=dict)  # bronze versions read
+    table_versions: dict[str, int] = field(default_factory=dict)  # what the run committed
+    derived_failures: list[str] = field(default_factory=list)  # after the publication
 
 
 def resolve_run_months(
@@ -153,37 +174,76 @@ def run_pipeline(
     skip_ingest: bool = False,
     log: Log = print,
 ) -> RunReport:
-    """Run landing -> bronze -> silver -> gold for the months; commit only if invariants hold."""
-    started_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    """Run landing -> bronze -> silver -> gold for the months; publish only if the
+    invariants hold (docs/operations.md §9).
+
+    The months are claimed first: MonthsClaimedError, before anything is written, when
+    another live run holds one. gold/run_log gets `started`, then `committed` with the
+    version of every table written (what readers read), or `failed`; nothing is ever
+    restored, so a failure cannot undo another run's commits. The derived views
+    (forecast, target progress) follow the publication: their failure is reported in
+    `RunReport.derived_failures` and leaves the accounting published."""
+    started_at = utc_now()
     run_id = uuid.uuid4().hex
     lake = str(config.lake)
+    claims = RunClaims(
+        spark, lake, run_id, lease=dt.timedelta(minutes=config.run.claim_lease_minutes)
+    )
+    wait = dt.timedelta(minutes=config.run.wait_minutes)
+    requested = (
+        month_range(month_from, month_to)
+        if month_from is not None and month_to is not None
+        else None
+    )
     reference = load_reference_tables(spark, config.reference)
-    checkpoints = _checkpoints(spark, lake)
     # Under Spark Connect the server frees a checkpoint once its DataFrame is collected
     # here; there is no SparkContext to ask for persisted RDDs.
     persisted_before = None if is_connect(spark) else persisted_rdd_ids(spark)
-    try:
-        report = _run(
-            spark,
-            config,
-            reference,
-            run_id=run_id,
-            month_from=month_from,
-            month_to=month_to,
-            skip_ingest=skip_ingest,
-            log=log,
-        )
-        label_jobs(spark, "run_log")
-        _append_run_log(spark, lake, report, started_at, reference)
-    except BaseException:
-        restore_tables(spark, checkpoints)
-        raise
-    finally:
-        # The run persisted and checkpointed its intermediate tables; a long-lived
-        # session must get the memory back whether the run committed or not.
-        spark.catalog.clearCache()
-        if persisted_before is not None:
-            release_persisted_since(spark, persisted_before)
+    with commit_metadata(spark, commit_tag(run_id)), claims.heartbeat():
+        if requested is not None:
+            label_jobs(spark, "claim")
+            claims.claim_months(requested)  # refuses before anything is written
+        record = RunRecord(run_id, STARTED, started_at, months=requested or ())
+
+        def announce(months: list[dt.date]) -> None:
+            """Log the months before writing any of them (their writes stay unpublished
+            until the run commits)."""
+            nonlocal record
+            if list(record.months) != months:
+                record = dataclasses.replace(record, months=months)
+                append_run_record(spark, lake, record)
+
+        try:
+            append_run_record(spark, lake, record)
+            report = _run(
+                spark,
+                config,
+                reference,
+                announce=announce,
+                claims=claims,
+                wait=wait,
+                run_id=run_id,
+                month_from=month_from,
+                month_to=month_to,
+                skip_ingest=skip_ingest,
+                log=log,
+            )
+            label_jobs(spark, "run_log")
+            claims.renew()  # a run whose claim was taken over must not publish
+            append_run_record(spark, lake, _committed_record(record, report, reference))
+            log(f"run {run_id}: committed")
+        except BaseException as error:
+            _record_failure(spark, lake, record, error, log)
+            raise
+        finally:
+            # The run persisted and checkpointed its intermediate tables; a long-lived
+            # session must get the memory back whether the run committed or not.
+            spark.catalog.clearCache()
+            if persisted_before is not None:
+                release_persisted_since(spark, persisted_before)
+            claims.release_quietly(log)
+        # After the publication, under their own claim: views rebuilt whole.
+        report.derived_failures = _derived_views(spark, config, reference, claims, wait, log)
     if config.catalog.register_after_run:
         # After the commit: the run stands whether or not the catalog takes the names.
         from carbon_core.lake.register import register_tables
@@ -194,9 +254,101 @@ def run_pipeline(
     return report
 
 
-def _checkpoints(spark: SparkSession, lake: str) -> list[TableCheckpoint]:
-    written = [t for t in tables.catalog() if t is not tables.RUN_LOG]
-    return [TableCheckpoint(t.uri(lake), table_version(spark, t.uri(lake))) for t in written]
+def _record_failure(
+    spark: SparkSession, lake: str, record: RunRecord, error: BaseException, log: Log
+) -> None:
+    """gold/run_log `failed` with the reason; never hides the original error."""
+    failed = dataclasses.replace(record, status=FAILED, message=failure_message(error))
+    try:
+        append_run_record(spark, lake, failed)
+    except Exception as logging_error:  # the run's own error is the one to report
+        log(f"warning: run {record.run_id} failed and could not be logged: {logging_error}")
+
+
+def _committed_record(
+    record: RunRecord, report: RunReport, reference: ReferenceTables
+) -> RunRecord:
+    invariants = [
+        {
+            "month": r.month.isoformat(),
+            "check": r.check,
+            "quantity": r.quantity,
+            "expected": r.expected,
+            "actual": r.actual,
+            "ok": r.ok,
+        }
+        for r in report.invariants
+    ]
+    message = json.dumps(
+        {
+            "stages": [vars(s) for s in report.stages],
+            "reference_files": reference.files,
+            "warnings": report.warnings,
+        }
+    )
+    return dataclasses.replace(
+        record,
+        status=COMMITTED,
+        months=report.months,
+        input_versions=report.input_versions,
+        invariants=json.dumps(invariants),
+        message=message,
+        table_versions=report.table_versions,
+    )
+
+
+def _derived_views(
+    spark: SparkSession,
+    config: Config,
+    reference: ReferenceTables,
+    claims: RunClaims,
+    wait: dt.timedelta,
+    log: Log,
+) -> list[str]:
+    """Target progress and the forecast, rebuilt from the published accounting; the
+    failures, one line each (the accounting stays published whatever happens here)."""
+    lake = str(config.lake)
+    failures: list[str] = []
+    try:
+        claims.acquire([DERIVED_KEY], wait=wait)
+    except MonthsClaimedError as error:
+        return [f"derived views not rebuilt: {error}"]
+    try:
+        for name, build in (
+            ("target_progress", lambda: _record_target_progress(spark, lake, config, log)),
+            ("forecast", lambda: _write_forecast(spark, config, reference, log)),
+        ):
+            label_jobs(spark, name)
+            try:
+                build()
+            except Exception as error:  # reported, never unpublishes the accounting
+                first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+                failures.append(f"{name} failed: {first}")
+                log(f"error: {failures[-1]} (the run's accounting is committed)")
+    finally:
+        claims.release_quietly(log)
+    return failures
+
+
+def _write_forecast(
+    spark: SparkSession, config: Config, reference: ReferenceTables, log: Log
+) -> None:
+    missing = missing_packages(FORECAST_PACKAGES)
+    if missing:
+        log(
+            f"warning: forecast skipped: {', '.join(missing)} not installed "
+            "(pip install 'carbonlake[forecast]')"
+        )
+        return
+    # Imported here: pandas and statsmodels are an extra that a plain install lacks.
+    from carbon_core.insight.forecast import summary_line, write_forecast
+
+    started = time.monotonic()
+    forecast = write_forecast(
+        spark, str(config.lake), settings=config.forecast, grid_factors=reference.grid_factors
+    )
+    log(summary_line(forecast))
+    log(f"stage forecast: {forecast['series']} series, {time.monotonic() - started:.1f} s")
 
 
 def _run(
@@ -204,6 +356,9 @@ def _run(
     config: Config,
     reference: ReferenceTables,
     *,
+    announce: Callable[[list[dt.date]], None],
+    claims: RunClaims,
+    wait: dt.timedelta,
     run_id: str,
     month_from: dt.date | None,
     month_to: dt.date | None,
@@ -213,24 +368,35 @@ def _run(
     lake = str(config.lake)
     ingest_report: IngestReport | None = None
     if not skip_ingest:
+        # Bronze and its ledger have one writer at a time: a concurrent run waits here.
+        claims.acquire([INGEST_KEY], wait=wait)
         ingest_report = ingest_landing(
             spark, config.landing, lake, reference=reference, log=log, run_id=run_id
         )
+        claims.release([INGEST_KEY])
     label_jobs(spark, "run_months")
     months = resolve_run_months(spark, lake, month_from, month_to)
-    # The hourly datasets are read for the run's months only (partition filters).
-    bronze = {
-        d.name: read_bronze(
-            spark, lake, d.name, months=months if d.name in schemas.MONTH_PARTITIONED else None
-        )
-        for d in schemas.DATASETS
-    }
+    claims.claim_months(months)
+    announce(months)
     for month in months:
         if config.methodology.version_for(month) is None:
             raise CarbonlakeError(f"no methodology version configured for {month:%Y-%m}")
+    # Bronze as of the versions recorded now: another run's ingest may commit meanwhile.
+    input_versions = _input_versions(spark, lake)
+    bronze = {
+        d.name: read_bronze(
+            spark,
+            lake,
+            d.name,
+            months=months if d.name in schemas.MONTH_PARTITIONED else None,
+            version=input_versions.get(tables.bronze(d.name).name),
+        )
+        for d in schemas.DATASETS
+    }
     log(f"run {run_id}: months {months[0]:%Y-%m} .. {months[-1]:%Y-%m} ({len(months)})")
-    report = RunReport(run_id=run_id, months=months, ingest=ingest_report)
-
+    report = RunReport(
+        run_id=run_id, months=months, ingest=ingest_report, input_versions=input_versions
+    )
     label_jobs(spark, "site_monthly")
     finish = _timed(log, "site_monthly")
     silver = build_site_monthly(
@@ -315,29 +481,11 @@ def _run(
 
     label_jobs(spark, "commit")
     finish = _timed(log, "commit")
-    _commit(spark, lake, months, silver, allocation, insight)
-    _record_target_progress(spark, lake, config, log)
-    report.stages.append(finish(0, len(tables.MONTHLY_TABLES), 0))
-
-    # Last, from the whole committed history: a failure here still restores every table.
-    missing = missing_packages(FORECAST_PACKAGES)
-    if missing:
-        report.warnings.append(
-            f"forecast skipped: {', '.join(missing)} not installed "
-            "(pip install 'carbonlake[forecast]')"
-        )
-        log(f"warning: {report.warnings[-1]}")
-        return report
-    # Imported here: pandas and statsmodels are an extra that a plain install lacks.
-    from carbon_core.insight.forecast import summary_line, write_forecast
-
-    label_jobs(spark, "forecast")
-    finish = _timed(log, "forecast")
-    forecast = write_forecast(
-        spark, lake, settings=config.forecast, grid_factors=reference.grid_factors
+    claims.renew()  # a run whose claim was taken over must not commit
+    report.table_versions = _commit(
+        spark, lake, run_id, months, silver, allocation, insight, log=log
     )
-    log(summary_line(forecast))
-    report.stages.append(finish(0, forecast["series"], 0))
+    report.stages.append(finish(0, len(report.table_versions), 0))
     return report
 
 
@@ -421,12 +569,16 @@ def _silver_warnings(silver: SiteMonthlyResult) -> list[str]:
 def _commit(
     spark: SparkSession,
     lake: str,
+    run_id: str,
     months: Sequence[dt.date],
     silver: SiteMonthlyResult,
     allocation: AllocationResult,
     insight: InsightResult | None = None,
-) -> None:
-    """One atomic month-replacing commit per table (the caller restores on failure)."""
+    *,
+    log: Log = print,
+) -> dict[str, int]:
+    """One month-replacing commit per table, touching the run's months only; the version
+    of each commit (found by the run's tag in the table's history)."""
     writes: list[tuple[tables.LakeTable, DataFrame]] = [
         (tables.SITE_MONTHLY, silver.site_monthly),
         (tables.INSTRUMENT_SURPLUS, silver.instrument_surplus),
@@ -440,14 +592,48 @@ def _commit(
             (tables.BU_MONTHLY, insight.bu_monthly),
             (tables.REGION_BENCHMARKS, insight.region_benchmarks),
         ]
+    tag = commit_tag(run_id)
+    versions: dict[str, int] = {}
     for table, frame in writes:
         uri = tables.ensure_lake_table(spark, lake, table)
-        replace_months(frame, uri, months=months)
-    replace_where(
-        silver.invoice_quarantine.select(*schemas.QUARANTINE.fieldNames()),
-        tables.ensure_lake_table(spark, lake, INVOICE_QUARANTINE),
-        predicate=f"stage = '{SITE_ENERGY_STAGE}'",
+        log(f"commit {table.name}: writing")
+        # Idempotent: the same run writing the table again (a retry) changes nothing.
+        retry_on_conflict(
+            functools.partial(replace_months, frame, uri, months=months, transaction=(run_id, 0))
+        )
+        versions[table.name] = _tagged(spark, uri, tag)
+        log(f"commit {table.name}: version {versions[table.name]}")
+    quarantine_uri = tables.ensure_lake_table(spark, lake, INVOICE_QUARANTINE)
+    log(f"commit {INVOICE_QUARANTINE.name}: writing")
+    # Not partitioned: a concurrent run's rejects of other months conflict with this
+    # replacement, which then simply runs again.
+    retry_on_conflict(
+        lambda: replace_where(
+            silver.invoice_quarantine.select(*schemas.QUARANTINE.fieldNames()),
+            quarantine_uri,
+            predicate=(
+                f"stage = '{SITE_ENERGY_STAGE}' AND "
+                # Rejects logged before they carried a month are replaced by the next run.
+                f"(month IS NULL OR {months_predicate(months, 'month')})"
+            ),
+            merge_schema=True,
+        )
     )
+    versions[INVOICE_QUARANTINE.name] = _tagged(spark, quarantine_uri, tag)
+    log(f"commit {INVOICE_QUARANTINE.name}: version {versions[INVOICE_QUARANTINE.name]}")
+    return versions
+
+
+def _tagged(spark: SparkSession, uri: str, tag: str) -> int:
+    """The version of the run's commit. A write that changed nothing (no rows to remove
+    or add for the months) records no commit (Delta skips empty commits): the current
+    version then holds the months as the run left them, since the run holds their claim."""
+    version = tagged_version(spark, uri, tag)
+    if version is None:
+        version = table_version(spark, uri)
+    if version is None:
+        raise CarbonlakeError(f"{uri}: no table after writing it")
+    return version
 
 
 def _input_versions(spark: SparkSession, lake: str) -> dict[str, int]:
@@ -458,42 +644,3 @@ def _input_versions(spark: SparkSession, lake: str) -> dict[str, int]:
         if version is not None:
             versions[table.name] = version
     return versions
-
-
-def _append_run_log(
-    spark: SparkSession,
-    lake: str,
-    report: RunReport,
-    started_at: dt.datetime,
-    reference: ReferenceTables,
-) -> None:
-    invariants = [
-        {
-            "month": r.month.isoformat(),
-            "check": r.check,
-            "quantity": r.quantity,
-            "expected": r.expected,
-            "actual": r.actual,
-            "ok": r.ok,
-        }
-        for r in report.invariants
-    ]
-    message = json.dumps(
-        {
-            "stages": [vars(s) for s in report.stages],
-            "reference_files": reference.files,
-            "warnings": report.warnings,
-        }
-    )
-    row = (
-        report.run_id,
-        started_at,
-        dt.datetime.now(dt.timezone.utc).replace(tzinfo=None),
-        "succeeded",
-        report.months,
-        _input_versions(spark, lake),
-        json.dumps(invariants),
-        message,
-    )
-    frame = spark.createDataFrame([row], schemas.RUN_LOG)
-    write_table(frame, tables.ensure_lake_table(spark, lake, tables.RUN_LOG), mode="append")

@@ -295,6 +295,9 @@ QUARANTINE = _struct(
     ("_source_file", S),
     ("_ingested_at", TS),
     ("stage", S),
+    # The run month a later stage rejected the row for (null for the ingest's rejects):
+    # a run replaces its own months' rejects only.
+    ("month", DATE),
 )
 
 # --- reference tables ---------------------------------------------------------
@@ -418,7 +421,33 @@ RUN_LOG = _struct(
     ("input_versions", T.MapType(S, LONG)),
     ("invariants", S),
     ("message", S),
+    # status committed: the Delta version of each table the run wrote (its commit), the
+    # versions readers read the run's months at.
+    ("table_versions", T.MapType(S, LONG)),
     keys=("run_id", "status"),
+)
+
+# One row per claimed key ("month:YYYY-MM", "ingest", "derived"): which run holds it
+# until when (docs/operations.md §9.2).
+RUN_CLAIMS = _struct(
+    ("claim_key", S),
+    ("run_id", S),
+    ("months", T.ArrayType(DATE)),
+    ("claimed_at", TS),
+    ("expires_at", TS),
+    ("holder", S),
+    keys=("claim_key", "run_id"),
+)
+
+# The export manifest: one row per payer-month file set in place (docs/operations.md §9.5).
+EXPORT_MANIFEST = _struct(
+    ("payer_account_id", S),
+    ("month", DATE),
+    ("file", S),
+    ("rows", LONG),
+    ("export_id", S),
+    ("exported_at", TS),
+    keys=("payer_account_id", "month"),
 )
 
 # --- insight layer (gold) -----------------------------------------------------

@@ -159,7 +159,7 @@ def build_site_monthly(
     return SiteMonthlyResult(
         site_monthly=site_monthly,
         instrument_surplus=conform(market.surplus, schemas.INSTRUMENT_SURPLUS),
-        invoice_quarantine=conform(invoice_quarantine(priced), schemas.QUARANTINE),
+        invoice_quarantine=conform(invoice_quarantine(priced, month_df), schemas.QUARANTINE),
         cluster_efficiency=cluster_efficiency(site_monthly),
         sites_without_building_date=sites_without_building_date(sites),
     )

@@ -187,7 +187,7 @@ def test_catalog_command_and_register_after_run(spark, lake, database, capsys, m
     import carbon_core.pipeline as pipeline
 
     monkeypatch.setattr(pipeline, "_run", lambda *a, **k: RunReport("r1", [JAN]))
-    monkeypatch.setattr(pipeline, "_append_run_log", lambda *a, **k: None)
+    monkeypatch.setattr(pipeline, "append_run_record", lambda *a, **k: None)
     config = config_from_mapping(
         {"lake": lake, "catalog": {"database": database, "register_after_run": True}}
     )

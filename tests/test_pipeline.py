@@ -68,7 +68,8 @@ def test_run_covers_both_methodology_versions_and_invariants_hold(world, spark):
     site_monthly = tables.read_lake_table(spark, config.lake, tables.SITE_MONTHLY)
     assert site_monthly.where(F.col("factor_level").isNull()).count() == 0
     log = tables.read_lake_table(spark, config.lake, tables.RUN_LOG).collect()
-    assert [r["status"] for r in log] == ["succeeded"]
+    # started (months not known yet), started with the months, committed
+    assert sorted(r["status"] for r in log) == ["committed", "started", "started"]
 
 
 def test_no_quantity_is_negative(world, spark):
@@ -163,34 +164,47 @@ def test_a_run_that_breaks_an_invariant_commits_nothing(world, spark, monkeypatc
     with pytest.raises(InvariantError, match=r"conservation.*2024-12|2024-12.*conservation"):
         run_pipeline(spark, config, month_from=DEC, month_to=DEC, skip_ingest=True, log=QUIET)
     assert _snapshot(spark, config.lake) == versions
-    assert tables.read_lake_table(spark, config.lake, tables.RUN_LOG).count() == runs
+    # The run log says so: started (with its months), then failed with the reason.
+    log = tables.read_lake_table(spark, config.lake, tables.RUN_LOG)
+    assert log.count() == runs + 2
+    failed = log.where(F.col("status") == "failed").collect()
+    assert len(failed) == 1 and "InvariantError" in failed[0]["message"]
+    assert failed[0]["months"] == [DEC]
 
 
-def test_a_failure_after_a_commit_restores_the_table(world, spark, monkeypatch):
-    """run_pipeline restores what a failing run already committed (wiring; the restore
-    itself is tested in test_lake)."""
+def test_a_failure_after_a_commit_restores_nothing_and_publishes_nothing(world, spark, monkeypatch):
+    """A failing run's commit stays in the table's history, unpublished: readers see the
+    table as before, and the run log says the run failed (tests/test_run_protocol.py)."""
     config, _, _ = world
     import carbon_core.pipeline as pipeline
+    from carbon_core.lake.runs import read_published
 
     path = tables.ACCOUNT_EMISSIONS.uri(config.lake)
-    before = read_table(spark, path).localCheckpoint()
+    before = read_published(spark, config.lake, tables.ACCOUNT_EMISSIONS).localCheckpoint()
     version = table_version(spark, path)
 
-    def commit_then_fail(spark_, config_, reference, **kwargs):
+    def commit_then_fail(spark_, config_, reference, *, announce, **kwargs):
+        announce([JAN])
         emptied = read_table(spark_, path).where(F.col("month") == JAN).limit(0)
         pipeline.replace_months(emptied, path, months=[JAN])
         raise OSError("disk full (injected)")
 
     monkeypatch.setattr(pipeline, "_run", commit_then_fail)
     with pytest.raises(OSError, match="injected"):
-        run_pipeline(spark, config, month_from=JAN, month_to=JAN, log=QUIET)
-    assert table_version(spark, path) == version + 2  # the run's commit, then RESTORE
-    assertDataFrameEqual(read_table(spark, path), before, checkRowOrder=False, rtol=0, atol=0)
+        pipeline.run_pipeline(spark, config, month_from=JAN, month_to=JAN, log=QUIET)
+    assert table_version(spark, path) == version + 1  # the run's commit, no RESTORE
+    got = read_published(spark, config.lake, tables.ACCOUNT_EMISSIONS)
+    assertDataFrameEqual(got, before, checkRowOrder=False, rtol=0, atol=0)
+    statuses = [r["status"] for r in read_table(spark, tables.RUN_LOG.uri(config.lake)).collect()]
+    assert "failed" in statuses
 
 
 def test_exports_match_gold_and_hide_internal_accounts(world, spark):
     config, _, _ = world
-    emissions = tables.read_lake_table(spark, config.lake, tables.ACCOUNT_EMISSIONS)
+    from carbon_core.lake.runs import read_published
+
+    # As readers see it (an earlier test left an unpublished commit in the latest version).
+    emissions = read_published(spark, config.lake, tables.ACCOUNT_EMISSIONS)
     clusters = tables.read_lake_table(spark, config.lake, tables.bronze("clusters"))
     out = Path(config.exports)
     export_carbon(
@@ -205,7 +219,7 @@ def test_exports_match_gold_and_hide_internal_accounts(world, spark):
     external_payers = {
         r[0] for r in emissions.where(~F.col("is_internal")).select("payer_account_id").collect()
     }
-    assert {p.name for p in out.iterdir()} == external_payers
+    assert {p.name for p in out.iterdir() if not p.name.startswith("_")} == external_payers
     internal = {
         r[0] for r in emissions.where(F.col("is_internal")).select("usage_account_id").collect()
     }

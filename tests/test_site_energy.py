@@ -146,10 +146,15 @@ def test_amount_only_invoices_price_fallback_and_quarantine(spark):
     got = priced.select("invoice_id", "kwh", "estimated", "reject_reason")
     assert_frames_equal(got, expected, **EXACT)
 
-    quarantine = invoice_quarantine(priced).collect()
+    # The rejects are kept per run month they touch: March 2025 only (their periods end on
+    # 1 April, exclusive), so a run of other months leaves them alone.
+    run_months = months_frame(spark, [d("2025-03-01"), d("2025-04-01")])
+    quarantine = invoice_quarantine(priced, run_months).collect()
     assert quarantine[0].asDict().keys() == set(schemas.QUARANTINE.fieldNames())
     by_id = {json.loads(r["raw"])["invoice_id"]: r for r in quarantine}
     assert sorted(by_id) == ["i4", "i5"]
+    assert {r["month"] for r in quarantine} == {d("2025-03-01")}
+    assert invoice_quarantine(priced, months_frame(spark, [d("2025-05-01")])).count() == 0
     assert by_id["i5"]["stage"] == "site_energy"
     assert by_id["i5"]["_source_file"] == "utility_invoices.csv"
     assert json.loads(by_id["i4"]["raw"])["amount"] == 50.0

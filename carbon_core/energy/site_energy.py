@@ -111,18 +111,22 @@ def schemas_ingest_columns(df: DataFrame) -> list[str]:
     return [name for name, _ in schemas.INGEST_METADATA_FIELDS if name in df.columns]
 
 
-def invoice_quarantine(priced_invoices: DataFrame) -> DataFrame:
-    """Rejected invoices as QUARANTINE rows (raw = JSON of the invoice's columns)."""
+def invoice_quarantine(priced_invoices: DataFrame, months: DataFrame) -> DataFrame:
+    """Rejected invoices as QUARANTINE rows (raw = JSON of the invoice's columns), one per
+    run month the invoice touches: a run replaces the rejects of its own months only."""
     lineage = {
         name: (F.col(name) if name in priced_invoices.columns else F.lit(None)).cast(dtype)
         for name, dtype in schemas.INGEST_METADATA_FIELDS
     }
-    return priced_invoices.filter(F.col("reject_reason").isNotNull()).select(
+    rejected = priced_invoices.filter(F.col("reject_reason").isNotNull())
+    run_months = months.select(F.col(MONTH).alias("_m"))
+    return rejected.join(F.broadcast(run_months), on=_touches_month("_m"), how="inner").select(
         F.to_json(F.struct(*INVOICE_COLUMNS)).alias("raw"),
         F.col("reject_reason").alias("reason"),
         lineage["_source_file"].alias("_source_file"),
         lineage["_ingested_at"].alias("_ingested_at"),
         F.lit(STAGE).alias("stage"),
+        F.col("_m").alias("month"),
     )
 
 
@@ -229,9 +233,13 @@ def site_month_energy(
 def overlaps_months(df: DataFrame, months: DataFrame) -> DataFrame:
     """Rows whose [period_start, period_end) (or, if inverted, period_start) touches a month."""
     m = months.select(F.col(MONTH).alias("_m"))
-    month_start = F.col("_m").cast(T.TimestampType())
-    overlaps = (F.col("period_start") < month_end("_m")) & (
+    return df.join(F.broadcast(m), on=_touches_month("_m"), how="left_semi")
+
+
+def _touches_month(month: str) -> Column:
+    """[period_start, period_end) (or, if inverted, period_start) touches the month."""
+    month_start = F.col(month).cast(T.TimestampType())
+    return (F.col("period_start") < month_end(month)) & (
         F.greatest(F.col("period_end"), F.col("period_start") + F.expr("INTERVAL 1 MICROSECOND"))
         > month_start
     )
-    return df.join(F.broadcast(m), on=overlaps, how="left_semi")

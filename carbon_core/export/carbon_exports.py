@@ -7,19 +7,26 @@ written as decimals so that CSV never shows scientific notation.
 from __future__ import annotations
 
 import datetime as dt
+import re
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from delta.tables import DeltaTable
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from carbon_core.calendar import month_range, shift_month
 from carbon_core.errors import InputError
-from carbon_core.hadoop import HadoopFiles
-from carbon_core.lake import table_commit_time, tables
-from carbon_core.schemas import EDGE_KIND, EDGE_LOCATION
+from carbon_core.hadoop import HadoopFiles, qualified
+from carbon_core.ingest.rules import is_safe_id
+from carbon_core.lake import ensure_table, read_table, table_commit_time, table_exists, tables
+from carbon_core.lake.delta_io import retry_on_conflict
+from carbon_core.lake.runs import published_at, read_published
+from carbon_core.schemas import EDGE_KIND, EDGE_LOCATION, EXPORT_MANIFEST
 
 ExportFormat = Literal["csv", "parquet"]
 
@@ -47,6 +54,11 @@ _KEYS = (
     "region_code",
     "location",
     "model_version",
+)
+# Text the export writes itself (timestamps, units): never from input.
+_GENERATED_TEXT = frozenset(
+    {"usage_period_start", "usage_period_end", "last_refresh_timestamp"}
+    | {f"{name}_unit" for name, _ in _VALUES}
 )
 EXPORT_COLUMNS: tuple[str, ...] = (
     *_KEYS,
@@ -102,13 +114,44 @@ def to_export_rows(
     )
 
 
+MANIFEST = "_manifest"  # a Delta table under the export location
+
+
+# A spreadsheet takes a cell starting with one of these for a formula (OWASP, CSV
+# injection): such a text cell gets a leading apostrophe, which spreadsheets show as text.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise_formulas(rows: DataFrame) -> DataFrame:
+    """Every string column of the export rows with formula-like cells prefixed by `'`."""
+    pattern = "^[" + "".join(re.escape(c) for c in FORMULA_PREFIXES) + "]"
+    return rows.select(
+        *(
+            F.when(F.col(f.name).rlike(pattern), F.concat(F.lit("'"), F.col(f.name)))
+            .otherwise(F.col(f.name))
+            .alias(f.name)
+            if isinstance(f.dataType, T.StringType) and f.name not in _GENERATED_TEXT
+            else F.col(f.name)
+            for f in rows.schema.fields
+        )
+    )
+
+
 @dataclass
 class ExportReport:
-    """Which payer-month file sets were written."""
+    """Which payer-month file sets were written or removed."""
 
     written: list[tuple[str, str]] = field(default_factory=list)  # (payer, YYYY-MM)
+    removed: list[tuple[str, str]] = field(default_factory=list)  # no rows any more
     backfilled_payers: list[str] = field(default_factory=list)
     out: str = ""
+
+
+def exported_months(spark: SparkSession, out: str | Path) -> DataFrame | None:
+    """The export manifest (schemas.EXPORT_MANIFEST): a row per payer-month file set in
+    place; None before the first export."""
+    uri = f"{str(out).rstrip('/')}/{MANIFEST}"
+    return read_table(spark, uri) if table_exists(spark, uri) else None
 
 
 def export_carbon(
@@ -123,16 +166,38 @@ def export_carbon(
     history_months: int = 38,
     log: Callable[[str], None] = print,
 ) -> ExportReport:
-    """Write <out>/<payer>/<YYYY-MM>/ file sets; a payer's first export backfills history."""
+    """Write <out>/<payer>/<YYYY-MM>/carbon_<payer>_<YYYY-MM>.<fmt>; a payer the manifest
+    does not list yet gets its history backfilled.
+
+    Each file is written under a staging folder of its own export and renamed onto its
+    place, so a reader finds the old file or the new one. Payer-months of the exported
+    months that have no rows any more are removed. The manifest (<out>/_manifest, a Delta
+    table) changes last, in one commit: an export that dies before it leaves the manifest
+    as it was, and the next export repeats the backfill it did not finish."""
     if not months:
         raise InputError("nothing to export: no months selected")
     root = str(out).rstrip("/")
     files = HadoopFiles(spark, root)
+    export_id = uuid.uuid4().hex
     rows = to_export_rows(account_emissions, clusters, refreshed_at=refreshed_at)
     payers = sorted(
         r[0] for r in rows.select("payer_account_id").distinct().collect()
     )  # one row per payer account: small
-    new_payers = [p for p in payers if not files.exists(f"{root}/{p}")]
+    unsafe = [p for p in payers if not is_safe_id(p)]
+    if unsafe:
+        # The ingest quarantines such ids; a path is never built from one.
+        raise InputError(f"payer account id(s) not safe as a folder name: {unsafe[:5]!r}")
+    manifest = exported_months(spark, root)
+    in_place: dict[tuple[str, dt.date], str] = (
+        {}
+        if manifest is None
+        else {
+            (r["payer_account_id"], r["month"]): r["file"]
+            for r in manifest.select("payer_account_id", "month", "file").collect()
+        }
+    )  # one row per payer-month exported: small
+    known_payers = {payer for payer, _ in in_place}
+    new_payers = [p for p in payers if p not in known_payers]
     last = max(months)
     backfill_from = shift_month(last, -(history_months - 1))
     period = F.to_date(F.substring("usage_period_start", 1, 10))
@@ -142,50 +207,111 @@ def export_carbon(
         & (period >= F.lit(backfill_from))
         & (period <= F.lit(last))
     )
+    if fmt == "csv":
+        rows = neutralise_formulas(rows)
     selected = rows.where(requested | backfill).withColumn(
         "_part", F.concat_ws("/", "payer_account_id", F.substring("usage_period_start", 1, 7))
     )
-    staging = f"{root}/_staging"
-    files.delete(staging)
+    counts = {
+        r["_part"]: int(r["rows"])
+        for r in selected.groupBy("_part").agg(F.count(F.lit(1)).alias("rows")).collect()
+    }  # one row per payer-month: small
+    # Its own staging folder: concurrent exports never touch each other's files.
+    staging = f"{root}/_staging/{export_id}"
     writer = (
         selected.repartition("_part")
         # _part first: a partitioned write sorts by it and would otherwise drop the rest
         # of the order, leaving files whose rows come in any order.
         .sortWithinPartitions("_part", "usage_account_id", "region_code", "product_code")
         .write.partitionBy("_part")
-        .mode("overwrite")
+        .mode("errorifexists")
     )
     if fmt == "csv":
-        writer.option("header", True).csv(staging)
+        # RFC 4180: a quote inside a quoted field is doubled (Spark's default escapes it
+        # with a backslash, which Python's csv module and pandas misread).
+        writer.option("header", True).option("escape", '"').csv(staging)
     else:
         writer.parquet(staging)
     report = ExportReport(backfilled_payers=new_payers, out=root)
-    if not files.exists(staging):
-        return report
-    for part_dir in files.list_children(staging):
+    placed: list[tuple[str, dt.date, str, int]] = []
+    for part_dir in files.list_children(staging) if files.exists(staging) else []:
         name = part_dir.rstrip("/").rsplit("/", 1)[-1]
         if not name.startswith("_part="):
             continue
-        payer, month = _unescape(name.removeprefix("_part=")).split("/")
+        part = _unescape(name.removeprefix("_part="))
+        payer, month = part.split("/")
         target = f"{root}/{payer}/{month}"
-        files.delete(target)
-        files.mkdirs(f"{root}/{payer}")
-        files.rename(part_dir, target)
-        for data_file in files.list_children(target):
-            if data_file.rsplit("/", 1)[-1].startswith("part-"):
-                files.rename(data_file, f"{target}/carbon_{payer}_{month}.{fmt}")
+        files.mkdirs(target)
+        data = [f for f in files.list_children(part_dir) if _base(f).startswith("part-")]
+        final = f"{target}/carbon_{payer}_{month}.{fmt}"
+        files.replace(data[0], final)  # one task per payer-month: one file
         # Spark's markers and the local file system's .crc side files are not for customers
         for side_file in files.list_children(target):
-            if side_file.rsplit("/", 1)[-1].startswith((".", "_")):
+            if _base(side_file).startswith((".", "_")):
                 files.delete(side_file)
+        placed.append((payer, dt.date.fromisoformat(f"{month}-01"), final, counts.get(part, 0)))
         report.written.append((payer, month))
+    # Payer-months of the requested months that the manifest lists and that have no rows
+    # now (a new payer has nothing in the manifest to remove).
+    written = {(p, m) for p, m, _, _ in placed}
+    stale = sorted(pm for pm in in_place if pm not in written and pm[1] in set(months))
+    for p, m in stale:
+        files.delete(f"{root}/{p}/{m:%Y-%m}")
+        report.removed.append((p, f"{m:%Y-%m}"))
+    _record_manifest(spark, root, placed, stale, export_id)
     files.delete(staging)
+    files.delete_if_empty(f"{root}/_staging")
     report.written.sort()
     log(
         f"export: {len(report.written)} payer-month file set(s) under {root}"
         + (f", first export (backfill) for {len(new_payers)} payer(s)" if new_payers else "")
+        + (f", {len(report.removed)} without rows any more removed" if report.removed else "")
     )
     return report
+
+
+def _base(location: str) -> str:
+    return location.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _record_manifest(
+    spark: SparkSession,
+    root: str,
+    placed: Sequence[tuple[str, dt.date, str, int]],
+    removed: Sequence[tuple[str, dt.date]],
+    export_id: str,
+) -> None:
+    """One MERGE: the placed payer-months upserted, the removed ones deleted (retried when
+    a concurrent export commits first)."""
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    rows = [(p, m, f, n, export_id, now, False) for p, m, f, n in placed] + [
+        (p, m, None, None, export_id, now, True) for p, m in removed
+    ]
+    if not rows:
+        return
+    schema = T.StructType([*EXPORT_MANIFEST.fields, T.StructField("_removed", T.BooleanType())])
+    uri = f"{root}/{MANIFEST}"
+    ensure_table(spark, uri, schema=EXPORT_MANIFEST)
+
+    def merge() -> None:
+        source = spark.createDataFrame(rows, schema)
+        (
+            DeltaTable.forPath(spark, qualified(uri))
+            .alias("t")
+            .merge(
+                source.alias("s"),
+                "t.payer_account_id = s.payer_account_id AND t.month = s.month",
+            )
+            .whenMatchedDelete(condition="s._removed")
+            .whenMatchedUpdate(set={c: f"s.`{c}`" for c in EXPORT_MANIFEST.fieldNames()})
+            .whenNotMatchedInsert(
+                condition="NOT s._removed",
+                values={c: f"s.`{c}`" for c in EXPORT_MANIFEST.fieldNames()},
+            )
+            .execute()
+        )
+
+    retry_on_conflict(merge)
 
 
 def export_lake(
@@ -200,8 +326,8 @@ def export_lake(
     log: Callable[[str], None] = print,
 ) -> ExportReport:
     """Export the lake's gold/account_emissions for a month range (default: its latest
-    month); `last_refresh_timestamp` is the time of that table's last commit."""
-    emissions = tables.read_lake_table(spark, lake, tables.ACCOUNT_EMISSIONS)
+    month) as published; `last_refresh_timestamp` is the time of the last publication."""
+    emissions = read_published(spark, lake, tables.ACCOUNT_EMISSIONS)
     if month_from is None or month_to is None:
         bounds = emissions.agg(F.max("month")).first()
         latest = bounds[0] if bounds is not None else None
@@ -214,7 +340,8 @@ def export_lake(
         tables.read_lake_table(spark, lake, tables.bronze("clusters")),
         out,
         months=month_range(month_from, month_to),
-        refreshed_at=table_commit_time(spark, tables.ACCOUNT_EMISSIONS.uri(lake)),
+        refreshed_at=published_at(spark, lake)
+        or table_commit_time(spark, tables.ACCOUNT_EMISSIONS.uri(lake)),
         fmt=fmt,
         history_months=history_months,
         log=log,

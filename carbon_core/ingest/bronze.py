@@ -162,9 +162,11 @@ def read_bronze(
     name: str,
     *,
     months: Sequence[dt.date] | None = None,
+    version: int | None = None,
 ) -> DataFrame:
     """The bronze table of a dataset in its contract schema; InputError when it was never
-    ingested. `months` limits an hourly dataset to those months' partitions.
+    ingested. `months` limits an hourly dataset to those months' partitions; `version`
+    reads the table as of that version (a run reads the versions it recorded).
 
     An optional dataset missing from a lake ingested before it existed reads as empty,
     as a missing landing folder would have made it."""
@@ -174,7 +176,7 @@ def read_bronze(
         if dataset is not None and not dataset.mandatory:
             return spark.createDataFrame([], schemas.bronze_schema(dataset))
         raise InputError(f"bronze table {name!r} not found: {path} (run ingest first)")
-    table = read_table(spark, path)
+    table = read_table(spark, path, version=version)
     if name not in schemas.MONTH_PARTITIONED or dataset is None:
         return table
     if months is not None:
@@ -221,6 +223,7 @@ def to_quarantine(validated: DataFrame, ingested_at: dt.datetime) -> DataFrame:
         F.col(SOURCE_FILE).alias("_source_file"),
         F.lit(ingested_at).cast("timestamp").alias("_ingested_at"),
         F.lit(INGEST_STAGE).alias("stage"),
+        F.lit(None).cast("date").alias("month"),
     )
 
 
@@ -355,6 +358,8 @@ def _write_both_passes(
         to_quarantine(_observe_reasons(validated, in_quarantine), ingested_at),
         tables.quarantine(dataset.name).uri(lake),
         predicate=quarantine_predicate,
+        # A quarantine table of a lake from before the `month` column gets it here.
+        merge_schema=True,
     )
     valid, rejected = _observed(in_quarantine)
     if (valid, rejected) != (bronze_rows, quarantined_rows):

@@ -14,6 +14,7 @@ datasets, by left joins with the small parent tables broadcast.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from functools import reduce
 
@@ -52,6 +53,39 @@ WRONG_PAYER = "usage_account_id's payer is not payer_account_id"
 MISSING_ENERGY_OR_AMOUNT = "missing energy_kwh or amount with currency"
 MISSING_SITE_OR_BOUNDARY = "missing site_id or market_boundary"
 MALFORMED_TAGS = "malformed tags (expected key=value pairs with a non-empty key, separated by ';')"
+
+
+# Ids name export folders and files and join everything: letters, digits, '-', '_', '.'
+# and ':', 1 to 256 characters, not starting with '-' (a spreadsheet formula could) and
+# never '.' or '..' alone (docs/data-contract.md §1.2). What AWS account ids, product
+# codes and region codes use passes.
+ID_BODY = r"[A-Za-z0-9_.:][A-Za-z0-9_.:-]{0,255}"
+# Java's regex (rlike): \z, since $ would also match before a final line break.
+ID_PATTERN = rf"^(?!\.\.?\z){ID_BODY}\z"
+
+
+def is_safe_id(text: str | None) -> bool:
+    """The driver-side twin of ID_PATTERN."""
+    return text is not None and text not in (".", "..") and re.fullmatch(ID_BODY, text) is not None
+
+
+# Columns holding ids, besides those named *_id.
+ID_CODE_COLUMNS = ("product_code", "region_code")
+
+
+def id_columns(dataset: Dataset) -> tuple[str, ...]:
+    """The dataset's id columns (string columns named *_id, product and region codes)."""
+    return tuple(
+        f.name
+        for f in dataset.schema.fields
+        if isinstance(f.dataType, T.StringType)
+        and (f.name.endswith("_id") or f.name in ID_CODE_COLUMNS)
+    )
+
+
+def invalid_id_reason(column: str) -> str:
+    """'invalid id in <column>': an id outside ID_PATTERN."""
+    return f"invalid id in {column} (letters, digits, '-', '_', '.', ':'; not '.' or '..')"
 
 
 def invalid_reason(dtype: T.DataType, column: str) -> str:
@@ -274,13 +308,17 @@ def cast_typed(df: DataFrame, dataset: Dataset) -> DataFrame:
         for f in fields
     ]
     missing = [(~F.col(present[name]), missing_reason(name)) for name in dataset.required]
+    ids = [
+        (F.col(name).isNotNull() & ~F.col(name).rlike(ID_PATTERN), invalid_id_reason(name))
+        for name in id_columns(dataset)
+    ]
     upper = UPPER_CASE_CODES.get(dataset.name, ())
     return parsed.select(
         *(F.upper(F.col(c)).alias(c) if c in upper else F.col(c) for c in dataset.columns),
         RAW_VALUES,
         SOURCE_FILE,
         MALFORMED,
-        _with_reasons(None, [*invalid, *missing]).alias(REASONS),
+        _with_reasons(None, [*invalid, *missing, *ids]).alias(REASONS),
     )
 
 

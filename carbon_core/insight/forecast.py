@@ -81,6 +81,7 @@ from carbon_core.config import ForecastSettings
 from carbon_core.ingest import read_bronze
 from carbon_core.insight.rollups import ROLLUP_QUANTITIES
 from carbon_core.lake import tables
+from carbon_core.lake.runs import read_published
 from carbon_core.schemas import conform
 
 SERIES_KEYS: tuple[str, ...] = ("payer_account_id", "region_code", "location", "product_code")
@@ -699,8 +700,8 @@ def write_forecast(
 ) -> dict[str, Any]:
     """Rebuild gold/forecast and gold/forecast_backtest from the lake; the backtest summary."""
     built = build_forecast(
-        tables.read_lake_table(spark, lake, tables.ACCOUNT_EMISSIONS),
-        tables.read_lake_table(spark, lake, tables.SITE_MONTHLY),
+        read_published(spark, lake, tables.ACCOUNT_EMISSIONS),
+        read_published(spark, lake, tables.SITE_MONTHLY),
         read_bronze(spark, lake, "energy_contracts"),
         read_bronze(spark, lake, "sites"),
         grid_factors,

@@ -17,6 +17,7 @@ from pyspark.sql import functions as F
 
 from carbon_core.config import TargetSettings
 from carbon_core.lake import tables
+from carbon_core.lake.runs import read_published
 from carbon_core.schemas import TARGET_PROGRESS, conform
 
 MONTHS_PER_YEAR = 12
@@ -98,7 +99,7 @@ def write_target_progress(
     spark: SparkSession, lake: tables.Lake, targets: Sequence[TargetSettings]
 ) -> str:
     """Rebuild gold/target_progress from gold/bu_monthly (empty without targets); its URI."""
-    bu_monthly = tables.read_lake_table(spark, lake, tables.BU_MONTHLY)
+    bu_monthly = read_published(spark, lake, tables.BU_MONTHLY)
     return tables.overwrite_lake_table(
         target_progress(bu_monthly, targets), lake, tables.TARGET_PROGRESS
     )

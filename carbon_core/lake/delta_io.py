@@ -7,12 +7,24 @@ delta-rs's ``write_deltalake``.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
+from delta.exceptions import (
+    ConcurrentAppendException,
+    ConcurrentDeleteDeleteException,
+    ConcurrentDeleteReadException,
+    ConcurrentTransactionException,
+    ConcurrentWriteException,
+    DeltaConcurrentModificationException,
+    MetadataChangedException,
+    ProtocolChangedException,
+)
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
@@ -20,7 +32,21 @@ from pyspark.sql import types as T
 from carbon_core.hadoop import qualified
 
 WriteMode = Literal["overwrite", "append", "error"]
+T_ = TypeVar("T_")
 CONSTRAINT_PROPERTY = "delta.constraints."
+# The session setting whose text Delta stores as `userMetadata` in every commit's info.
+COMMIT_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
+# A commit that lost to a concurrent one (optimistic concurrency): retry from a fresh read.
+COMMIT_CONFLICTS: tuple[type[BaseException], ...] = (
+    ConcurrentAppendException,
+    ConcurrentDeleteDeleteException,
+    ConcurrentDeleteReadException,
+    ConcurrentTransactionException,
+    ConcurrentWriteException,
+    DeltaConcurrentModificationException,
+    MetadataChangedException,
+    ProtocolChangedException,
+)
 
 
 def _uri(path: str | Path) -> str:
@@ -47,6 +73,48 @@ def table_version(spark: SparkSession, path: str | Path) -> int | None:
         return None
     last = DeltaTable.forPath(spark, _uri(path)).history(1).select("version").first()
     return None if last is None else int(last["version"])
+
+
+def retry_on_conflict(
+    commit: Callable[[], T_], *, attempts: int = 20, pause_s: float = 0.2
+) -> T_:
+    """commit(), again while it loses to a concurrent commit (Delta's optimistic
+    concurrency); only for a commit that is the same whenever it runs, e.g. replacing the
+    run's own months or appending a row."""
+    for attempt in range(attempts):
+        try:
+            return commit()
+        except COMMIT_CONFLICTS:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(pause_s * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def commit_metadata(spark: SparkSession, text: str) -> Iterator[None]:
+    """Every Delta commit of the session inside carries `text` as its userMetadata (in the
+    table's history), e.g. the run that made it."""
+    before = spark.conf.get(COMMIT_METADATA_CONF, None)
+    spark.conf.set(COMMIT_METADATA_CONF, text)
+    try:
+        yield
+    finally:
+        if before is None:
+            spark.conf.unset(COMMIT_METADATA_CONF)
+        else:
+            spark.conf.set(COMMIT_METADATA_CONF, before)
+
+
+def tagged_version(spark: SparkSession, path: str | Path, text: str) -> int | None:
+    """The latest version of the table whose commit carries `text` as userMetadata."""
+    history = DeltaTable.forPath(spark, _uri(path))
+    # The commit is almost always among the last few; the whole history only if not.
+    for frame in (history.history(50), history.history()):
+        found = frame.where(frame["userMetadata"] == text).agg({"version": "max"}).first()
+        if found is not None and found[0] is not None:
+            return int(found[0])
+    return None
 
 
 def table_commit_time(spark: SparkSession, path: str | Path) -> dt.datetime:
@@ -90,8 +158,10 @@ def write_table(
     mode: WriteMode,
     partition_by: Sequence[str] = (),
     properties: Mapping[str, str] | None = None,
+    merge_schema: bool = False,
 ) -> None:
     """Write df as one commit: overwrite (schema included), append, or error if present.
+    `merge_schema` adds df's new nullable columns to an existing table in the same commit.
 
     `properties` (TBLPROPERTIES) hold for this write already: a new table is created
     with them; an existing table lacking them gets them first, in a commit of its own
@@ -106,6 +176,8 @@ def write_table(
             writer = writer.options(**properties)
     if mode == "overwrite":
         writer = writer.option("overwriteSchema", "true")
+    elif merge_schema:
+        writer = writer.option("mergeSchema", "true")
     if partition_by:
         writer = writer.partitionBy(*partition_by)
     writer.save(_uri(path))
@@ -123,23 +195,23 @@ def replace_months(
     *,
     months: Sequence[dt.date],
     month_column: str = "month",
+    transaction: tuple[str, int] | None = None,
 ) -> None:
     """Replace exactly these months' partitions with df, in one atomic commit.
 
     Delta rejects the commit if df holds a row outside the months, so a bug can
-    never overwrite another month.
+    never overwrite another month. `transaction` (application id, version) makes the
+    write idempotent: Delta skips it when the table already holds that transaction.
     """
     if not months:
         raise ValueError("replace_months needs at least one month")
     spark = df.sparkSession
     if not table_exists(spark, path):
         ensure_table(spark, path, schema=df.schema, partition_by=(month_column,))
-    (
-        df.write.format("delta")
-        .mode("overwrite")
-        .option("replaceWhere", months_predicate(months, month_column))
-        .save(_uri(path))
-    )
+    writer = df.write.format("delta").mode("overwrite")
+    if transaction is not None:
+        writer = writer.option("txnAppId", transaction[0]).option("txnVersion", transaction[1])
+    writer.option("replaceWhere", months_predicate(months, month_column)).save(_uri(path))
 
 
 def replace_rows(df: DataFrame, path: str | Path) -> None:
@@ -148,12 +220,18 @@ def replace_rows(df: DataFrame, path: str | Path) -> None:
     df.write.format("delta").mode("overwrite").save(_uri(path))
 
 
-def replace_where(df: DataFrame, path: str | Path, *, predicate: str) -> None:
-    """Replace the rows matching a SQL predicate with df, in one atomic commit."""
+def replace_where(
+    df: DataFrame, path: str | Path, *, predicate: str, merge_schema: bool = False
+) -> None:
+    """Replace the rows matching a SQL predicate with df, in one atomic commit;
+    `merge_schema` adds df's new nullable columns to the table in the same commit."""
     spark = df.sparkSession
     if not table_exists(spark, path):
         ensure_table(spark, path, schema=df.schema)
-    df.write.format("delta").mode("overwrite").option("replaceWhere", predicate).save(_uri(path))
+    writer = df.write.format("delta").mode("overwrite").option("replaceWhere", predicate)
+    if merge_schema:
+        writer = writer.option("mergeSchema", "true")
+    writer.save(_uri(path))
 
 
 def merge_into(

@@ -20,6 +20,7 @@ from carbon_core import schemas
 from carbon_core.config import MaintenanceSettings
 from carbon_core.hadoop import qualified
 from carbon_core.lake import table_exists, tables
+from carbon_core.lake.status import lake_status
 from carbon_core.session import label_jobs, temporary_conf
 
 
@@ -75,6 +76,11 @@ def maintain_lake(
     Delta's own retention check stays on, so VACUUM refuses a retention shorter than a
     table's `delta.deletedFileRetentionDuration` (7 days unless set longer)."""
     compacted = {t.name for t in optimised_tables()}
+    # A run that wrote months and did not publish them left the published version's files
+    # removed from the latest one: VACUUM would delete what readers read.
+    shadowed = sorted(
+        {f"{m.month:%Y-%m}" for m in lake_status(spark, lake).months if m.pending_run}
+    )
     done = []
     # VACUUM lists a table's files in this many tasks; Spark's default (10,000) is meant
     # for huge tables, and each of the lake's ~40 tables would pay for them.
@@ -83,6 +89,13 @@ def maintain_lake(
         for table in tables.catalog():
             uri = qualified(table.uri(lake))
             if not table_exists(spark, uri):
+                continue
+            if shadowed and table in tables.MONTHLY_TABLES:
+                if log is not None:
+                    log(
+                        f"maintain {table.name}: not vacuumed: months {', '.join(shadowed)} "
+                        "have an unpublished later run; re-run them first"
+                    )
                 continue
             result = _maintain(
                 spark, uri, table, table.name in compacted, settings.vacuum_retention_hours

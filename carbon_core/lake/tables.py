@@ -151,7 +151,18 @@ LANDING_FILES = LakeTable(
         "counts_non_negative": "rows_read >= 0 AND bronze_rows >= 0 AND quarantined_rows >= 0",
     },
 )
-RUN_LOG = _table("gold/run_log", schemas.RUN_LOG, "one row per run", monthly=False)
+RUN_LOG = _table(
+    "gold/run_log",
+    schemas.RUN_LOG,
+    "one row per run and status: started, then committed (with the versions written) or failed",
+    monthly=False,
+)
+RUN_CLAIMS = _table(
+    "control/run_claims",
+    schemas.RUN_CLAIMS,
+    "which run holds which months (and the ingest) until when",
+    monthly=False,
+)
 
 # Replaced month by month, in one commit per table, by every run.
 MONTHLY_TABLES: tuple[LakeTable, ...] = (
@@ -201,6 +212,7 @@ def catalog() -> tuple[LakeTable, ...]:
         *MONTHLY_TABLES,
         *DERIVED_TABLES,
         RUN_LOG,
+        RUN_CLAIMS,
     )
 
 

@@ -13,7 +13,8 @@ from pyspark.sql import functions as F
 
 from carbon_core import schemas
 from carbon_core.errors import CarbonlakeError, InputError
-from carbon_core.lake import read_table, table_exists, tables
+from carbon_core.lake import table_exists, tables
+from carbon_core.lake.runs import read_published
 from carbon_core.report import aggregates as agg
 
 TOP_ACCOUNTS = 15
@@ -103,7 +104,7 @@ class ReportData:
 
 def _optional(spark: SparkSession, lake: Path | str, table: tables.LakeTable) -> DataFrame | None:
     uri = table.uri(lake)
-    return read_table(spark, uri) if table_exists(spark, uri) else None
+    return read_published(spark, lake, table) if table_exists(spark, uri) else None
 
 
 def _known(value: Any) -> Any:
@@ -182,7 +183,7 @@ def gather_report_data(spark: SparkSession, lake: Path | str, request: ReportReq
     emissions_path = tables.ACCOUNT_EMISSIONS.uri(lake)
     if not table_exists(spark, emissions_path):
         raise InputError(f"lake table not found: {emissions_path} (run `carbonlake run` first)")
-    all_emissions = read_table(spark, emissions_path)
+    all_emissions = read_published(spark, lake, tables.ACCOUNT_EMISSIONS)
     if request.payer is not None:
         _check_payer(spark, lake, all_emissions, request.payer)
     payer_emissions = agg.for_payer(all_emissions, request.payer)

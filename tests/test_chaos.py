@@ -1,0 +1,36 @@
+"""The CI-sized chaos run (scripts/chaos): real SIGKILLs of a real run and export, then
+the reader-side checks and the re-run (docs/operations.md §9.6)."""
+
+from __future__ import annotations
+
+import sys
+
+from carbonlake_tools.chaos import COMMIT_ORDER, plans, run_chaos
+
+
+def test_plans_cover_every_commit_boundary_at_twenty_kills():
+    import random
+
+    chosen = plans(20, random.Random(1))
+    targets = {p.target for p in chosen if p.command == "run"}
+    assert targets >= {f"{kind}:{t}" for t in COMMIT_ORDER for kind in ("inside", "after")}
+    assert sum(p.command == "export" for p in chosen) == 2 and len(chosen) == 20
+
+
+def test_killed_runs_never_show_readers_a_half_finished_run(spark, tmp_path):
+    # Two kills (inside a table commit, and an export): each costs a process of its own,
+    # about two minutes on CI's two cores. The concurrent runs are scripts/chaos's (and,
+    # in process, tests/test_run_protocol.py's).
+    summary, ok = run_chaos(
+        kills=2,
+        scale=4_000,
+        months=2,
+        seed=23,
+        work=tmp_path,
+        python=sys.executable,
+        concurrency=False,
+    )
+    assert ok, (tmp_path / "chaos.log").read_text()
+    assert summary.startswith("chaos: 2 kills (commit boundaries hit: 1)"), summary
+    assert "0 inconsistent views, 0 differences after re-run" in summary
+    assert summary.endswith("concurrency: not run")
