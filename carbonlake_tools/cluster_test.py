@@ -597,8 +597,7 @@ def compare_gold(local_lake: Path, cluster_lake: Path) -> tuple[dict[str, int], 
 def compare_exports(local: Path, cluster: Path) -> int:
     """Number of export files; raises unless both trees hold the same files with the same
     rows (in any order), the refresh time (each lake's commit time) aside."""
-    names = sorted(str(p.relative_to(local)) for p in local.rglob("*") if p.is_file())
-    other = sorted(str(p.relative_to(cluster)) for p in cluster.rglob("*") if p.is_file())
+    names, other = _export_files(local), _export_files(cluster)
     if not names:
         raise ClusterTestError(f"local mode exported nothing to {local}")
     if names != other:
@@ -608,6 +607,16 @@ def compare_exports(local: Path, cluster: Path) -> int:
         if _export_rows(local / name) != _export_rows(cluster / name):
             raise ClusterTestError(f"export file {name} differs from local mode's")
     return len(names)
+
+
+def _export_files(root: Path) -> list[str]:
+    """The customer files under an export root: not the manifest (a Delta table whose
+    file names are random) nor a staging folder."""
+    return sorted(
+        str(p.relative_to(root))
+        for p in root.rglob("*")
+        if p.is_file() and not p.relative_to(root).parts[0].startswith("_")
+    )
 
 
 def _export_rows(path: Path) -> tuple[list[str], list[list[str]]]:

@@ -587,7 +587,7 @@ def test_reingest_reads_nothing_commits_nothing_and_keeps_other_stages_quarantin
 ) -> None:
     lake = ingested.lake
     other_stage = spark.createDataFrame(
-        [("{}", "no price", "x.csv", dt.datetime(2025, 1, 1, tzinfo=UTC), "energy")],
+        [("{}", "no price", "x.csv", dt.datetime(2025, 1, 1, tzinfo=UTC), "energy", None)],
         schemas.QUARANTINE,
     )
     write_table(other_stage, lake / "quarantine" / "utility_invoices", mode="append")
