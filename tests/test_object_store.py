@@ -101,6 +101,8 @@ def _export_files(spark: SparkSession, root: str) -> dict[str, list[dict[str, st
     found = {}
     for status in files.list_files(root, recursive=True):
         assert status.uri.startswith(prefix), status.uri
+        if status.uri.removeprefix(prefix).startswith("_"):
+            continue  # the export manifest (a Delta table), not a customer file
         rows = list(csv.DictReader(io.StringIO(files.read_text(status.uri))))
         for row in rows:
             row.pop("last_refresh_timestamp")
