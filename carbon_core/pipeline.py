@@ -49,7 +49,7 @@ from carbon_core.lake import (
 )
 from carbon_core.lake.claims import DERIVED_KEY, INGEST_KEY, RunClaims
 from carbon_core.lake.delta_io import (
-    commit_metadata,
+    COMMIT_METADATA_CONF,
     months_predicate,
     retry_on_conflict,
     tagged_version,
@@ -65,7 +65,7 @@ from carbon_core.lake.runs import (
     utc_now,
 )
 from carbon_core.reference import ReferenceTables, load_reference_tables
-from carbon_core.session import is_connect, label_jobs, release_persisted_since
+from carbon_core.session import is_connect, label_jobs, release_persisted_since, temporary_conf
 from carbon_core.silver import SiteMonthlyResult, build_site_monthly
 
 Log = Callable[[str], None]
@@ -199,7 +199,9 @@ def run_pipeline(
     # Under Spark Connect the server frees a checkpoint once its DataFrame is collected
     # here; there is no SparkContext to ask for persisted RDDs.
     persisted_before = None if is_connect(spark) else persisted_rdd_ids(spark)
-    with commit_metadata(spark, commit_tag(run_id)), claims.heartbeat():
+    # Every Delta commit of the run carries its tag as userMetadata.
+    tag = commit_tag(run_id)
+    with temporary_conf(spark, COMMIT_METADATA_CONF, tag), claims.heartbeat():
         if requested is not None:
             label_jobs(spark, "claim")
             claims.claim_months(requested)  # refuses before anything is written

@@ -86,7 +86,6 @@ class ChildRun:
     process: subprocess.Popen[str]
     stderr_path: Path
     lines: list[tuple[float, str]] = field(default_factory=list)
-    started: float = field(default_factory=time.monotonic)
     _reader: threading.Thread | None = None
 
     def follow(self) -> None:
@@ -213,15 +212,6 @@ class Chaos:
         else:
             run_pipeline(self.spark, config, log=keep)
         return lines
-
-    def complete(self, name: str, *args: str, timeout: float = 1800) -> ChildRun:
-        child = self.start(name, *args)
-        code = child.finish(timeout)
-        if code != 0:
-            raise RuntimeError(
-                f"carbonlake {' '.join(args)} on {name} exited {code}; see {child.stderr_path}"
-            )
-        return child
 
     # --- what a reader sees ---
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import os
 import socket
 import threading
@@ -90,8 +91,9 @@ class RunClaims:
     _lost: BaseException | None = None
     _dead: set[str] = field(default_factory=set)
 
-    @property
+    @functools.cached_property
     def _uri(self) -> str:
+        """Created on first use, once per run (not at every read and commit)."""
         return tables.ensure_lake_table(self.spark, self.lake, tables.RUN_CLAIMS)
 
     def claim_months(self, months: Sequence[dt.date]) -> None:
@@ -134,7 +136,7 @@ class RunClaims:
         if not held:
             return
         now = utc_now()
-        self._retrying(
+        retry_on_conflict(
             lambda: DeltaTable.forPath(self.spark, self._uri).update(
                 condition=self._mine(held),
                 set={"expires_at": F.lit(now + self.lease).cast("timestamp")},
@@ -238,7 +240,7 @@ class RunClaims:
                 .execute()
             )
 
-        self._retrying(merge)
+        retry_on_conflict(merge)
 
     def _takeable(self) -> str:
         """A matched claim the MERGE may overwrite: ours, expired, or of a dead process."""
@@ -248,9 +250,6 @@ class RunClaims:
         )
 
     def _delete(self, keys: Sequence[str]) -> None:
-        self._retrying(
+        retry_on_conflict(
             lambda: DeltaTable.forPath(self.spark, self._uri).delete(self._mine(keys))
         )
-
-    def _retrying(self, commit: Callable[[], object]) -> None:
-        retry_on_conflict(commit)

@@ -7,10 +7,9 @@ delta-rs's ``write_deltalake``.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -89,21 +88,6 @@ def retry_on_conflict(
                 raise
             time.sleep(pause_s * (attempt + 1))
     raise AssertionError("unreachable")
-
-
-@contextlib.contextmanager
-def commit_metadata(spark: SparkSession, text: str) -> Iterator[None]:
-    """Every Delta commit of the session inside carries `text` as its userMetadata (in the
-    table's history), e.g. the run that made it."""
-    before = spark.conf.get(COMMIT_METADATA_CONF, None)
-    spark.conf.set(COMMIT_METADATA_CONF, text)
-    try:
-        yield
-    finally:
-        if before is None:
-            spark.conf.unset(COMMIT_METADATA_CONF)
-        else:
-            spark.conf.set(COMMIT_METADATA_CONF, before)
 
 
 def tagged_version(spark: SparkSession, path: str | Path, text: str) -> int | None:
