@@ -192,7 +192,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     with claims.heartbeat():
         claims.acquire([INGEST_KEY], wait=dt.timedelta(minutes=config.run.wait_minutes))
         try:
-            report = ingest_landing(spark, config.landing, config.lake, reference=reference)
+            report = ingest_landing(
+                spark, config.landing, config.lake, reference=reference, gates=config.ingest
+            )
         finally:
             claims.release_quietly(print)
     print(_ingest_total(report))

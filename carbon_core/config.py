@@ -145,6 +145,31 @@ class MaintenanceSettings(_Strict):
     vacuum_retention_hours: int = Field(default=168, ge=168)
 
 
+class IngestSettings(_Strict):
+    """Plausibility gates of the ingest (docs/data-contract.md §1.2)."""
+
+    # A dataset's batch of at least gate_min_rows rows fails the ingest when more than
+    # this share of it is quarantined (a renamed header, a wrong delimiter).
+    max_quarantined_share: float = Field(default=0.05, ge=0, le=1)
+    gate_min_rows: int = Field(default=100, ge=1)
+    # Measured timestamps (usage, telemetry, invoices, fuel, water) later than this many
+    # days after the ingest are quarantined: a typo (2205 for 2025) would otherwise widen
+    # every default run to that year. Contracts may run into the future.
+    future_horizon_days: int = Field(default=92, ge=0)
+    # usage_amount of one usage row at most this, per usage_unit; "*" for other units.
+    usage_amount_ceilings: dict[str, float] = Field(default_factory=lambda: {"*": 1.0e9})
+    # it_energy_kwh of one rack-hour at most this (10 MWh: far beyond any rack).
+    rack_energy_ceiling_kwh: float = Field(default=1.0e4, gt=0)
+
+    @model_validator(mode="after")
+    def _default_ceiling(self) -> IngestSettings:
+        if "*" not in self.usage_amount_ceilings:
+            raise ValueError('usage_amount_ceilings needs a "*" entry for the other units')
+        if any(not (v > 0) for v in self.usage_amount_ceilings.values()):
+            raise ValueError("usage_amount_ceilings must be > 0")
+        return self
+
+
 class RunSettings(_Strict):
     """Runs on one lake (docs/operations.md §9: the run protocol)."""
 
@@ -184,6 +209,7 @@ class Config(_Strict):
     catalog: CatalogSettings = CatalogSettings()
     maintenance: MaintenanceSettings = MaintenanceSettings()
     run: RunSettings = RunSettings()
+    ingest: IngestSettings = IngestSettings()
 
     def with_overrides(self, **changes: Any) -> Config:
         """A copy with top-level fields replaced (CLI flags win over the file)."""

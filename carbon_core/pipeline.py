@@ -201,58 +201,61 @@ def run_pipeline(
     persisted_before = None if is_connect(spark) else persisted_rdd_ids(spark)
     # Every Delta commit of the run carries its tag as userMetadata.
     tag = commit_tag(run_id)
-    with temporary_conf(spark, COMMIT_METADATA_CONF, tag), claims.heartbeat():
-        if requested is not None:
-            label_jobs(spark, "claim")
-            claims.claim_months(requested)  # refuses before anything is written
-        record = RunRecord(run_id, STARTED, started_at, months=requested or ())
+    try:
+        with temporary_conf(spark, COMMIT_METADATA_CONF, tag), claims.heartbeat():
+            if requested is not None:
+                label_jobs(spark, "claim")
+                claims.claim_months(requested)  # refuses before anything is written
+            record = RunRecord(run_id, STARTED, started_at, months=requested or ())
 
-        def announce(months: list[dt.date]) -> None:
-            """Log the months before writing any of them (their writes stay unpublished
-            until the run commits)."""
-            nonlocal record
-            if list(record.months) != months:
-                record = dataclasses.replace(record, months=months)
+            def announce(months: list[dt.date]) -> None:
+                """Log the months before writing any of them (their writes stay unpublished
+                until the run commits)."""
+                nonlocal record
+                if list(record.months) != months:
+                    record = dataclasses.replace(record, months=months)
+                    append_run_record(spark, lake, record)
+
+            try:
                 append_run_record(spark, lake, record)
+                report = _run(
+                    spark,
+                    config,
+                    reference,
+                    announce=announce,
+                    claims=claims,
+                    wait=wait,
+                    run_id=run_id,
+                    month_from=month_from,
+                    month_to=month_to,
+                    skip_ingest=skip_ingest,
+                    log=log,
+                )
+                label_jobs(spark, "run_log")
+                claims.renew()  # a run whose claim was taken over must not publish
+                append_run_record(spark, lake, _committed_record(record, report, reference))
+                log(f"run {run_id}: committed")
+            except BaseException as error:
+                _record_failure(spark, lake, record, error, log)
+                raise
+            finally:
+                claims.release_quietly(log)
+            # After the publication, under their own claim: views rebuilt whole.
+            report.derived_failures = _derived_views(spark, config, reference, claims, wait, log)
+        if config.catalog.register_after_run:
+            # After the commit: the run stands whether or not the catalog takes the names.
+            from carbon_core.lake.register import register_tables
 
-        try:
-            append_run_record(spark, lake, record)
-            report = _run(
-                spark,
-                config,
-                reference,
-                announce=announce,
-                claims=claims,
-                wait=wait,
-                run_id=run_id,
-                month_from=month_from,
-                month_to=month_to,
-                skip_ingest=skip_ingest,
-                log=log,
-            )
-            label_jobs(spark, "run_log")
-            claims.renew()  # a run whose claim was taken over must not publish
-            append_run_record(spark, lake, _committed_record(record, report, reference))
-            log(f"run {run_id}: committed")
-        except BaseException as error:
-            _record_failure(spark, lake, record, error, log)
-            raise
-        finally:
-            # The run persisted and checkpointed its intermediate tables; a long-lived
-            # session must get the memory back whether the run committed or not.
-            spark.catalog.clearCache()
-            if persisted_before is not None:
-                release_persisted_since(spark, persisted_before)
-            claims.release_quietly(log)
-        # After the publication, under their own claim: views rebuilt whole.
-        report.derived_failures = _derived_views(spark, config, reference, claims, wait, log)
-    if config.catalog.register_after_run:
-        # After the commit: the run stands whether or not the catalog takes the names.
-        from carbon_core.lake.register import register_tables
-
-        label_jobs(spark, "catalog")
-        for line in register_tables(spark, lake, config.catalog.database).lines():
-            log(line)
+            label_jobs(spark, "catalog")
+            for line in register_tables(spark, lake, config.catalog.database).lines():
+                log(line)
+    finally:
+        # The run, its derived views and Delta's snapshot states persisted and
+        # checkpointed frames; a long-lived session must get the memory back whether the
+        # run committed or not.
+        spark.catalog.clearCache()
+        if persisted_before is not None:
+            release_persisted_since(spark, persisted_before)
     return report
 
 
@@ -373,7 +376,13 @@ def _run(
         # Bronze and its ledger have one writer at a time: a concurrent run waits here.
         claims.acquire([INGEST_KEY], wait=wait)
         ingest_report = ingest_landing(
-            spark, config.landing, lake, reference=reference, log=log, run_id=run_id
+            spark,
+            config.landing,
+            lake,
+            reference=reference,
+            log=log,
+            run_id=run_id,
+            gates=config.ingest,
         )
         claims.release([INGEST_KEY])
     label_jobs(spark, "run_months")

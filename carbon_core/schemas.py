@@ -409,6 +409,7 @@ LANDING_FILES = _struct(
     ("ingest_run", S),
     ("ingested_at", TS),
     ("seen_at", TS),
+    ("reason", S),
     keys=("dataset", "file"),
 )
 

@@ -12,6 +12,7 @@ A lake without a ledger is rebuilt whole once (docs/operations.md §4.5).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import math
 import time
@@ -24,14 +25,22 @@ from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 
 from carbon_core import schemas
+from carbon_core.config import IngestSettings
 from carbon_core.errors import InputError, InvariantError
 from carbon_core.hadoop import FileStatus
 from carbon_core.ingest import ledger
-from carbon_core.ingest.landing import RAW, SOURCE_FILE, dataset_files, read_landing_files
+from carbon_core.ingest.landing import (
+    RAW,
+    SOURCE_FILE,
+    dataset_files,
+    read_landing_files,
+    screen_files,
+)
 from carbon_core.ingest.rules import (
     PARENTS,
     REASON,
     SELF_RULES,
+    Plausibility,
     check_rows,
     rank_key_candidates,
     repeated_key_hashes,
@@ -88,6 +97,7 @@ class DatasetReport:
     duplicates: tuple[tuple[str, str], ...] = ()  # (file, the ingested file it repeats)
     changed: tuple[str, ...] = ()  # files changed in place, their rows replaced
     gone: int = 0  # files the ledger had that landing no longer holds
+    skipped: tuple[tuple[str, str], ...] = ()  # (file, why it is not read)
     rerun_months: tuple[dt.date, ...] = field(default=())  # months a changed file touches
     ledger_entries: tuple[ledger.LedgerEntry, ...] = field(default=(), repr=False)
 
@@ -100,6 +110,7 @@ class DatasetReport:
                 (len(self.duplicates), "duplicate files skipped"),
                 (len(self.changed), "changed files replaced"),
                 (self.gone, "files gone from landing (bronze keeps their rows)"),
+                (len(self.skipped), "files skipped (not read, see below)"),
             )
             if n
         )
@@ -309,8 +320,19 @@ def _observe_reasons(validated: DataFrame, observation: Observation) -> DataFram
     )
 
 
-def _observed(observation: Observation) -> tuple[int, int]:
-    counts = observation.get
+def _observed(observation: Observation, validated: DataFrame) -> tuple[int, int]:
+    """(valid, rejected) as the write counted them; counted again when the write never
+    evaluated the rows: every row rejected for a reason known from the plan alone (a
+    required column missing from every file) lets the optimizer replace the bronze
+    write's input, observation included, with an empty relation."""
+    try:
+        counts = observation.get
+    except Exception:  # Py4JJavaError (an assertion): the metrics were never collected
+        counted = validated.agg(
+            F.count_if(F.col(REASON).isNull()).alias("valid"),
+            F.count_if(F.col(REASON).isNotNull()).alias("rejected"),
+        ).first()
+        counts = counted.asDict() if counted is not None else {"valid": 0, "rejected": 0}
     return int(counts["valid"]), int(counts["rejected"])
 
 
@@ -347,7 +369,7 @@ def _write_both_passes(
             predicate = f"{_months_predicate(months)} AND {predicate}" if months else predicate
         replace_where(bronze, table.uri(lake), predicate=predicate)
         quarantine_predicate = f"{INGEST_STAGE_PREDICATE} AND {_files_predicate(files)}"
-    bronze_rows, quarantined_rows = _observed(in_bronze)
+    bronze_rows, quarantined_rows = _observed(in_bronze, validated)
     if rows_in != bronze_rows + quarantined_rows:
         raise InvariantError(
             f"ingest {dataset.name}: {rows_in} landing rows but {bronze_rows} bronze + "
@@ -361,7 +383,7 @@ def _write_both_passes(
         # A quarantine table of a lake from before the `month` column gets it here.
         merge_schema=True,
     )
-    valid, rejected = _observed(in_quarantine)
+    valid, rejected = _observed(in_quarantine, validated)
     if (valid, rejected) != (bronze_rows, quarantined_rows):
         raise InvariantError(
             f"ingest {dataset.name}: the bronze pass found {bronze_rows} valid + "
@@ -466,6 +488,7 @@ def ingest_dataset(
     run_id: str = "",
     known: dict[str, ledger.LedgerEntry] | None = None,
     record_ledger: bool = True,
+    gates: IngestSettings | None = None,
 ) -> DatasetReport:
     """Ingest the files of a landing dataset that the ledger has not taken before.
 
@@ -484,6 +507,7 @@ def ingest_dataset(
     records every dataset's in one commit).
     """
     started = time.monotonic()
+    gates = gates or IngestSettings()
     label_jobs(spark, f"ingest/{dataset.name}", f"carbonlake ingest {dataset.name}")
     # Parents first: a child whose parents were never ingested cannot be checked at all.
     parents = {name: read_bronze(spark, lake, name) for name in PARENTS[dataset.name]}
@@ -491,13 +515,33 @@ def ingest_dataset(
         known = ledger.read_ledger(spark, lake, dataset.name).get(dataset.name, {})
     bronze_uri = tables.bronze(dataset.name).uri(lake)
     # Landing may be pruned once bronze holds a dataset: bronze is the system of record.
-    listed = dataset_files(spark, landing, dataset, required=dataset.mandatory and not known)
+    listing = dataset_files(spark, landing, dataset, required=dataset.mandatory and not known)
+    listed = list(listing.data)
     # A lake whose bronze predates the ledger (or its month partitions) is rebuilt whole.
     rebuild = not known or not _has_layout(spark, bronze_uri, dataset)
     if rebuild and known:
         _refuse_lossy_rebuild(dataset, known, listed)
     plan = ledger.plan_files(listed, {} if rebuild else known)
-    entries: list[ledger.LedgerEntry] = ledger.mark_gone(plan.gone, ingested_at)
+    candidates, unreadable = screen_files(spark, landing, dataset, plan.candidates)
+    skipped = [*listing.skipped, *unreadable]
+    skipped_files = {ledger.lineage(s.file.uri) for s in skipped}
+    gone = [e for e in plan.gone if e.file not in skipped_files]
+    entries: list[ledger.LedgerEntry] = [
+        *ledger.mark_gone(gone, ingested_at),
+        *(
+            ledger.skipped_entry(
+                dataset.name,
+                s.file,
+                s.reason,
+                known=known.get(ledger.lineage(s.file.uri)),
+                run_id=run_id,
+                at=ingested_at,
+            )
+            for s in skipped
+        ),
+    ]
+    skipped_report = tuple((ledger.lineage(s.file.uri), s.reason) for s in skipped)
+    plan = dataclasses.replace(plan, candidates=tuple(candidates))
     if not plan.candidates:
         if not table_exists(spark, bronze_uri):
             # A dataset without files still has (empty) tables, as readers expect.
@@ -511,7 +555,8 @@ def ingest_dataset(
             0,
             0,
             time.monotonic() - started,
-            gone=len(plan.gone),
+            gone=len(gone),
+            skipped=skipped_report,
             ledger_entries=tuple(entries),
         )
     by_lineage = {ledger.lineage(f.uri): f for f in plan.candidates}
@@ -544,7 +589,14 @@ def ingest_dataset(
                     None if rebuild else _kept_before(spark, lake, dataset, replaced, months)
                 )
                 repeated = _repeated_keys(rows, dataset, rows_in)
-                checked = check_rows(rows, dataset, parents, reference.fuel_factors, repeated)
+                checked = check_rows(
+                    rows,
+                    dataset,
+                    parents,
+                    reference.fuel_factors,
+                    repeated,
+                    plausibility=_plausibility(gates, ingested_at),
+                )
                 if dataset.key:
                     # The few rows with a repeated key, ranked once for both passes.
                     ranked = rank_key_candidates(checked, dataset).persist(
@@ -557,6 +609,9 @@ def ingest_dataset(
                     rows_in=rows_in,
                     ingested_at=ingested_at,
                     replacing=None if rebuild else (replaced, months),
+                )
+                _gate_quarantined_share(
+                    spark, lake, dataset, batch, rows_in, quarantined_rows, gates
                 )
                 counts = _written_counts(spark, lake, dataset, replaced)
                 for file in replaced:
@@ -613,7 +668,8 @@ def ingest_dataset(
         files=len(batch),
         duplicates=tuple(sorted(triage.duplicates.items())),
         changed=tuple(sorted((*triage.changed, *triage.retracted))),
-        gone=len(plan.gone),
+        gone=len(gone),
+        skipped=skipped_report,
         rerun_months=tuple(
             sorted(
                 {m for f in triage.changed for m in (*known[f].months, *found[f].months)}
@@ -621,6 +677,50 @@ def ingest_dataset(
             )
         ),
         ledger_entries=tuple(entries),
+    )
+
+
+def _plausibility(gates: IngestSettings, ingested_at: dt.datetime) -> Plausibility:
+    return Plausibility(
+        latest=ingested_at + dt.timedelta(days=gates.future_horizon_days),
+        usage_amount_ceilings=gates.usage_amount_ceilings,
+        rack_energy_ceiling_kwh=gates.rack_energy_ceiling_kwh,
+    )
+
+
+# How many of the most frequent reasons the quarantine gate's message names.
+GATE_REASONS_SHOWN = 3
+
+
+def _gate_quarantined_share(
+    spark: SparkSession,
+    lake: str,
+    dataset: Dataset,
+    batch: Sequence[str],
+    rows_in: int,
+    quarantined_rows: int,
+    gates: IngestSettings,
+) -> None:
+    """InputError naming the dataset and its most frequent reasons when the batch's
+    quarantined share is above the gate (the caller puts both tables back, and the files
+    stay untaken until they are fixed)."""
+    if rows_in < gates.gate_min_rows or quarantined_rows <= gates.max_quarantined_share * rows_in:
+        return
+    top = (
+        read_table(spark, tables.quarantine(dataset.name).uri(lake))
+        .where(f"{INGEST_STAGE_PREDICATE} AND {_files_predicate(batch)}")
+        .groupBy(REASON)
+        .count()
+        .orderBy(F.desc("count"), REASON)
+        .limit(GATE_REASONS_SHOWN)
+        .collect()
+    )
+    reasons = ", ".join(f"{r[REASON]!r} ({r['count']})" for r in top)
+    raise InputError(
+        f"ingest {dataset.name}: {quarantined_rows / rows_in:.0%} of {rows_in} rows "
+        f"quarantined, mostly {reasons}: check the delimiter and header of its files "
+        f"(the gate is ingest.max_quarantined_share = {gates.max_quarantined_share:.0%}; "
+        "nothing of this dataset was ingested)"
     )
 
 
@@ -672,6 +772,7 @@ def ingest_landing(
     datasets: Sequence[str] | None = None,
     log: Callable[[str], None] | None = print,
     run_id: str = "",
+    gates: IngestSettings | None = None,
 ) -> IngestReport:
     """Ingest landing datasets (all, or the named ones) into bronze and quarantine, parents first.
 
@@ -699,6 +800,7 @@ def ingest_landing(
                     run_id=run_id,
                     known=known.get(name, {}),
                     record_ledger=False,
+                    gates=gates,
                 )
             if log is not None:
                 log(report.line())
@@ -706,6 +808,8 @@ def ingest_landing(
                     log(f"  duplicate file not ingested: {file} repeats {original}")
                 for file in report.changed:
                     log(f"  changed file, its rows replaced: {file}")
+                for file, reason in report.skipped:
+                    log(f"  skipped file, not read: {file}: {reason}")
             reports.append(report)
     except BaseException:
         # The datasets committed before the failing one (which put its own tables back)

@@ -22,6 +22,7 @@ import csv
 import io
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import reduce
 
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -80,40 +81,128 @@ def empty_landing(spark: SparkSession, dataset: Dataset) -> DataFrame:
     return spark.createDataFrame([], _landing_struct(dataset))
 
 
-def _is_data_file(file: FileStatus, suffixes: tuple[str, ...]) -> bool:
+# Why a landing file is not read: listed in the ledger and the run's output
+# (docs/data-contract.md §1).
+UNKNOWN_FORMAT = "unknown format (landing files are .csv, .csv.gz or .parquet)"
+EMPTY_FILE = "empty file (0 bytes)"
+BLANK_HEADER = "blank header line"
+NOT_PARQUET = "not a readable Parquet file (truncated or corrupt)"
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """A landing file that is not read, and why."""
+
+    file: FileStatus
+    reason: str
+
+
+@dataclass(frozen=True)
+class Listing:
+    """A dataset folder's files: the data files to read, and the files skipped."""
+
+    data: tuple[FileStatus, ...]
+    skipped: tuple[SkippedFile, ...]
+
+
+def _skip_reason(file: FileStatus) -> str | None:
     name = file.name.lower()
-    return not name.startswith(HIDDEN_PREFIXES) and name.endswith(suffixes)
+    if not name.endswith(CSV_SUFFIXES + PARQUET_SUFFIXES):
+        return UNKNOWN_FORMAT
+    if file.size == 0:
+        return EMPTY_FILE
+    return None
+
+
+def list_landing(files: HadoopFiles, folder: str) -> Listing:
+    """The files under folder, recursively, sorted by URI: CSV and Parquet files with
+    bytes, and the others with their reason. Hidden files and files in hidden folders
+    (Spark's _SUCCESS, .crc checksums) are neither."""
+    root = files.uri(folder).rstrip("/") + "/"
+    data: list[FileStatus] = []
+    skipped: list[SkippedFile] = []
+    for file in files.list_files(folder, recursive=True):
+        if _hidden_path(file.uri.removeprefix(root)):
+            continue
+        reason = _skip_reason(file)
+        if reason is None:
+            data.append(file)
+        else:
+            skipped.append(SkippedFile(file, reason))
+    return Listing(tuple(data), tuple(skipped))
 
 
 def data_files(files: HadoopFiles, folder: str) -> list[FileStatus]:
-    """The CSV and Parquet files under folder, recursively, sorted by URI (hidden files and
-    files in hidden folders skipped), with their sizes and modification times."""
-    root = files.uri(folder).rstrip("/") + "/"
-    return [
-        f
-        for f in files.list_files(folder, recursive=True)
-        if not _hidden_path(f.uri.removeprefix(root))
-        and _is_data_file(f, CSV_SUFFIXES + PARQUET_SUFFIXES)
-    ]
+    """The CSV and Parquet files with bytes under folder (see list_landing)."""
+    return list(list_landing(files, folder).data)
 
 
 def dataset_files(
     spark: SparkSession, landing: str, dataset: Dataset, *, required: bool | None = None
-) -> list[FileStatus]:
-    """A dataset's landing files; InputError for a required dataset without any (a missing
-    folder or one without data files), nothing otherwise. `required` defaults to the
-    dataset being mandatory; an ingest passes False once bronze holds the dataset."""
+) -> Listing:
+    """A dataset's landing files; InputError for a required dataset without any data
+    file (a missing folder, or one whose files are all skipped), nothing otherwise.
+    `required` defaults to the dataset being mandatory; an ingest passes False once
+    bronze holds the dataset."""
     required = dataset.mandatory if required is None else required
     filesystem = HadoopFiles(spark, landing)
     folder = join(landing, dataset.name)
     if not filesystem.is_dir(folder):
         if required:
             raise InputError(f"landing dataset {dataset.name!r} not found: {folder}")
-        return []
-    listed = data_files(filesystem, folder)
-    if not listed and required:
-        raise InputError(f"landing dataset {dataset.name!r} has no data file: {folder}")
-    return listed
+        return Listing((), ())
+    listing = list_landing(filesystem, folder)
+    if not listing.data and required:
+        skipped = "".join(f"; skipped {s.file.uri}: {s.reason}" for s in listing.skipped[:3])
+        raise InputError(f"landing dataset {dataset.name!r} has no data file: {folder}{skipped}")
+    return listing
+
+
+def screen_files(
+    spark: SparkSession, landing: str, dataset: Dataset, candidates: Sequence[FileStatus]
+) -> tuple[list[FileStatus], list[SkippedFile]]:
+    """The candidates whose head can be read (a CSV header naming at least one of the
+    dataset's columns, once each; Parquet's magic bytes), and the others with their
+    reason. A mandatory dataset's broken file is an InputError naming it, never a
+    dataset read without it."""
+    filesystem = HadoopFiles(spark, landing)
+    readable: list[FileStatus] = []
+    skipped: list[SkippedFile] = []
+    for file in candidates:
+        problem = _head_problem(filesystem, file.uri, dataset)
+        if problem is None:
+            readable.append(file)
+        elif dataset.mandatory:
+            raise InputError(f"landing file {file.uri}: {problem}")
+        else:
+            skipped.append(SkippedFile(file, problem))
+    return readable, skipped
+
+
+def _head_problem(files: HadoopFiles, file: str, dataset: Dataset) -> str | None:
+    if file.lower().endswith(PARQUET_SUFFIXES):
+        try:
+            _check_parquet_magic(files, file)
+        except InputError:
+            return NOT_PARQUET
+        return None
+    try:
+        header = _csv_header(files, file)
+    except InputError as error:
+        return f"unreadable: {str(error).removeprefix(f'cannot read landing file {file}: ')}"
+    if header is None:
+        return BLANK_HEADER
+    lowered = [n.lower() for n in header]
+    duplicates = sorted({n for n in lowered if lowered.count(n) > 1})
+    if duplicates:
+        return f"duplicate column(s) in the header: {', '.join(duplicates)}"
+    if not set(lowered) & {c.lower() for c in landing_columns(dataset)}:
+        shown = ",".join(header)[:80]
+        return (
+            f"the header names none of the {dataset.name} columns (it reads {shown!r}): "
+            "check the delimiter (',') and the header line"
+        )
+    return None
 
 
 def _hidden_path(relative: str) -> bool:
@@ -130,7 +219,7 @@ def _first_line_bytes(files: HadoopFiles, file: str) -> bytes:
 
 
 def _csv_header(files: HadoopFiles, file: str) -> list[str] | None:
-    """The header's column names (stripped), or None for an empty file."""
+    """The header's column names (stripped), or None for a blank first line."""
     try:
         line = _first_line_bytes(files, file).decode("utf-8-sig", errors="replace")
         row = next(csv.reader(io.StringIO(line)), None)
@@ -140,12 +229,7 @@ def _csv_header(files: HadoopFiles, file: str) -> list[str] | None:
         raise InputError(f"cannot read landing file {file}: {_first_line(error)}") from None
     if not row or all(name.strip() == "" for name in row):
         return None
-    names = [name.strip() or f"_c{i}" for i, name in enumerate(row)]
-    lowered = [n.lower() for n in names]
-    duplicates = sorted({n for n in lowered if lowered.count(n) > 1})
-    if duplicates:
-        raise InputError(f"landing file {file} has duplicate column(s): {', '.join(duplicates)}")
-    return names
+    return [name.strip() or f"_c{i}" for i, name in enumerate(row)]
 
 
 _TO_THE_END = 2**31 - 1  # substring's length for "the rest of the string"
@@ -294,23 +378,25 @@ def read_landing(spark: SparkSession, landing: str, dataset: Dataset) -> DataFra
     A missing folder is an InputError for a mandatory dataset and an empty frame
     for an optional one; an unreadable file is an InputError naming it.
     """
-    listed = dataset_files(spark, landing, dataset)
-    return read_landing_files(spark, landing, dataset, [f.uri for f in listed])
+    listing = dataset_files(spark, landing, dataset)
+    readable, _ = screen_files(spark, landing, dataset, listing.data)
+    return read_landing_files(spark, landing, dataset, [f.uri for f in readable])
 
 
 def read_landing_files(
     spark: SparkSession, landing: str, dataset: Dataset, uris: Sequence[str]
 ) -> DataFrame:
-    """These landing files of a dataset (URIs from `dataset_files`), as read_landing reads
-    them; an empty frame for none."""
+    """These landing files of a dataset (URIs from `dataset_files`, screened by
+    `screen_files`), as read_landing reads them; an empty frame for none."""
     filesystem = HadoopFiles(spark, landing)
     csvs = [u for u in uris if u.lower().endswith(CSV_SUFFIXES)]
     parquets = [u for u in uris if u.lower().endswith(PARQUET_SUFFIXES)]
     groups: dict[tuple[str, ...], list[str]] = {}
     for file in csvs:
         header = _csv_header(filesystem, file)
-        if header is not None:
-            groups.setdefault(tuple(header), []).append(file)
+        if header is None:  # screen_files lists such a file instead of passing it here
+            raise InputError(f"landing file {file}: {BLANK_HEADER}")
+        groups.setdefault(tuple(header), []).append(file)
     frames = [_read_csv_group(spark, files, header) for header, files in groups.items()]
     if parquets:
         # Typed columns only when nothing else is unioned with them (CSV is text).

@@ -13,7 +13,10 @@ only the files it has not taken before (docs/operations.md §4.5):
 - a known file whose fingerprint changed replaces exactly its own rows in bronze and
   quarantine;
 - a file the ledger knows but the listing no longer has is marked gone; bronze keeps its
-  rows, because bronze, not landing, is the system of record.
+  rows, because bronze, not landing, is the system of record;
+- a file that is not read (another suffix, no bytes, a blank or broken header) is
+  recorded as skipped with its reason, and looked at again by every ingest; bronze keeps
+  the rows it held if it had been ingested before.
 
 The fingerprint is of a file's rows, not its bytes: the row count and two sums of 64-bit
 row hashes over every landing column (the raw line of a malformed one included), computed
@@ -38,6 +41,7 @@ from carbon_core.lake import merge_into, read_table, table_exists, tables
 INGESTED = "ingested"
 DUPLICATE = "duplicate"
 GONE = "gone"
+SKIPPED = "skipped"
 
 # The fingerprint of a file without rows (a header alone): never a duplicate of another.
 EMPTY_FINGERPRINT = "empty"
@@ -75,6 +79,7 @@ class LedgerEntry:
     ingest_run: str
     ingested_at: dt.datetime
     seen_at: dt.datetime
+    reason: str | None = None  # why a skipped file is not read
 
     @property
     def holds_rows(self) -> bool:
@@ -129,7 +134,7 @@ def plan_files(listed: Sequence[FileStatus], ledger: Mapping[str, LedgerEntry]) 
         known = ledger.get(lineage(file.uri))
         if (
             known is not None
-            and known.status != GONE
+            and known.status not in (GONE, SKIPPED)
             and known.size == file.size
             and known.modified_ms == file.modified_ms
         ):
@@ -254,7 +259,7 @@ def file_entry(
     )
     if unchanged is not None:
         entry = replace(entry, **{k: getattr(unchanged, k) for k in KEPT_WHEN_TOUCHED})
-        if unchanged.status == GONE:  # back in landing with the rows it had
+        if unchanged.status in (GONE, SKIPPED):  # back in landing with the rows it had
             entry = replace(entry, status=DUPLICATE if unchanged.duplicate_of else INGESTED)
     return entry
 
@@ -272,9 +277,50 @@ def record(spark: SparkSession, lake: str, entries: Sequence[LedgerEntry]) -> No
     if not entries:
         return
     uri = tables.ensure_lake_table(spark, lake, tables.LANDING_FILES)
-    merge_into(ledger_frame(spark, entries), uri, keys=("dataset", "file"))
+    # A ledger from before the `reason` column gets it here.
+    merge_into(ledger_frame(spark, entries), uri, keys=("dataset", "file"), evolve_schema=True)
 
 
 def mark_gone(entries: Sequence[LedgerEntry], seen_at: dt.datetime) -> list[LedgerEntry]:
     """The entries with status gone (rows stay in bronze)."""
     return [replace(e, status=GONE, seen_at=seen_at) for e in entries]
+
+
+def skipped_entry(
+    dataset: str,
+    listed: FileStatus,
+    reason: str,
+    *,
+    known: LedgerEntry | None,
+    run_id: str,
+    at: dt.datetime,
+) -> LedgerEntry:
+    """The entry of a file not read. A file ingested before keeps its fingerprint and
+    counts (bronze keeps its rows, as for a file gone), so that the same rows back again
+    are not taken twice."""
+    if known is not None:
+        return replace(
+            known,
+            size=listed.size,
+            modified_ms=listed.modified_ms,
+            status=SKIPPED,
+            reason=reason,
+            seen_at=at,
+        )
+    return LedgerEntry(
+        dataset=dataset,
+        file=lineage(listed.uri),
+        size=listed.size,
+        modified_ms=listed.modified_ms,
+        fingerprint=None,
+        rows_read=0,
+        bronze_rows=0,
+        quarantined_rows=0,
+        months=(),
+        status=SKIPPED,
+        duplicate_of=None,
+        ingest_run=run_id,
+        ingested_at=at,
+        seen_at=at,
+        reason=reason,
+    )

@@ -14,8 +14,10 @@ datasets, by left joins with the small parent tables broadcast.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import reduce
 
 from pyspark.sql import Column, DataFrame, Window
@@ -55,9 +57,64 @@ MISSING_SITE_OR_BOUNDARY = "missing site_id or market_boundary"
 MALFORMED_TAGS = "malformed tags (expected key=value pairs with a non-empty key, separated by ';')"
 
 
+# Measured timestamps checked against the plausibility horizon (contracts may run into the
+# future; dates of sites and racks are not measurements).
+HORIZON_COLUMNS: dict[str, tuple[str, ...]] = {
+    "usage": ("usage_start",),
+    "rack_telemetry": ("hour",),
+    "utility_invoices": ("period_start",),
+    "fuel_records": ("period_start",),
+    "site_water": ("period_start",),
+}
+ANY_UNIT = "*"
+
+
+@dataclass(frozen=True)
+class Plausibility:
+    """What a measured value may be (config `ingest`, docs/data-contract.md §1.2)."""
+
+    latest: dt.datetime | None = None  # measured timestamps after this are quarantined
+    usage_amount_ceilings: Mapping[str, float] = field(default_factory=lambda: {ANY_UNIT: 1.0e9})
+    rack_energy_ceiling_kwh: float = 1.0e4
+
+
+def after_horizon_reason(column: str) -> str:
+    return f"{column} beyond the plausibility horizon (ingest.future_horizon_days)"
+
+
+USAGE_ABOVE_CEILING = "usage_amount above its unit's ceiling (ingest.usage_amount_ceilings)"
+RACK_ENERGY_ABOVE_CEILING = "it_energy_kwh above ingest.rack_energy_ceiling_kwh"
+
+
+def plausibility_checks(dataset: Dataset, plausibility: Plausibility) -> list[Check]:
+    """Reasons for values that parse but cannot be true: timestamps beyond the horizon,
+    amounts above their ceiling."""
+    checks: list[Check] = []
+    if plausibility.latest is not None:
+        latest = F.lit(plausibility.latest).cast(T.TimestampType())
+        checks += [
+            (F.col(c) > latest, after_horizon_reason(c))
+            for c in HORIZON_COLUMNS.get(dataset.name, ())
+        ]
+    if dataset.name == "usage":
+        ceilings = dict(plausibility.usage_amount_ceilings)
+        ceiling: Column = F.lit(ceilings.pop(ANY_UNIT, float("inf")))
+        for unit, value in sorted(ceilings.items()):
+            ceiling = F.when(F.col("usage_unit") == unit, F.lit(value)).otherwise(ceiling)
+        checks.append((F.col("usage_amount") > ceiling, USAGE_ABOVE_CEILING))
+    if dataset.name == "rack_telemetry":
+        checks.append(
+            (
+                F.col("it_energy_kwh") > F.lit(plausibility.rack_energy_ceiling_kwh),
+                RACK_ENERGY_ABOVE_CEILING,
+            )
+        )
+    return checks
+
+
 # Ids name export folders and files and join everything: letters, digits, '-', '_', '.'
 # and ':', 1 to 256 characters, not starting with '-' (a spreadsheet formula could) and
-# never '.' or '..' alone (docs/data-contract.md §1.2). What AWS account ids, product
+# never '.' or '..' alone (docs/data-contract.md §1). What AWS account ids, product
 # codes and region codes use passes.
 ID_BODY = r"[A-Za-z0-9_.:][A-Za-z0-9_.:-]{0,255}"
 # Java's regex (rlike): \z, since $ would also match before a final line break.
@@ -770,8 +827,10 @@ def check_rows(
     parents: Parents,
     fuel_factors: DataFrame,
     repeated_keys: DataFrame | None = None,
+    plausibility: Plausibility | None = None,
 ) -> DataFrame:
-    """Types and row rules (foreign keys included) of every landing row, before key checks.
+    """Types, row rules (foreign keys included) and plausibility of every landing row,
+    before key checks.
 
     The output has the typed columns, lineage, the reasons so far and KEY_CANDIDATE
     (see repeated_key_hashes; None marks every row of a keyed dataset a candidate).
@@ -782,7 +841,10 @@ def check_rows(
     # Candidates are marked before the rules so that rank_key_candidates' filter on them
     # reaches below the rules: the ranking pass checks only the candidates, not every row.
     marked = _mark_key_candidates(cast_typed(landing, dataset), dataset, repeated_keys)
-    checked = DATASET_RULES[dataset.name](marked, parents, fuel_factors)
+    checked = add_reasons(
+        DATASET_RULES[dataset.name](marked, parents, fuel_factors),
+        plausibility_checks(dataset, plausibility or Plausibility()),
+    )
     needs_raw = ~_is_clean() | F.col(KEY_CANDIDATE) | F.lit(dataset.name in SELF_RULES)
     return checked.select(
         *dataset.columns,

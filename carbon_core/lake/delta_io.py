@@ -225,8 +225,10 @@ def merge_into(
     keys: Sequence[str],
     partition_by: Sequence[str] = (),
     update_existing: bool = True,
+    evolve_schema: bool = False,
 ) -> None:
-    """Upsert df into the table on keys (null-safe) in one MERGE commit; creates it if absent."""
+    """Upsert df into the table on keys (null-safe) in one MERGE commit; creates it if absent.
+    `evolve_schema` adds df's columns that the table lacks (a table from an older release)."""
     spark = df.sparkSession
     if not table_exists(spark, path):
         ensure_table(spark, path, schema=df.schema, partition_by=partition_by)
@@ -234,6 +236,8 @@ def merge_into(
     merge = (
         DeltaTable.forPath(spark, _uri(path)).alias("target").merge(df.alias("source"), condition)
     )
+    if evolve_schema:
+        merge = merge.withSchemaEvolution()
     if update_existing:
         merge = merge.whenMatchedUpdateAll()
     merge.whenNotMatchedInsertAll().execute()
