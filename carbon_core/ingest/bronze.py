@@ -313,11 +313,15 @@ def _whole_csv_lines(spark: SparkSession) -> AbstractContextManager[None]:
 
 def _observe_reasons(validated: DataFrame, observation: Observation) -> DataFrame:
     """validated, counting its valid and rejected rows into observation as a write reads it."""
-    return validated.observe(
-        observation,
+    return validated.observe(observation, *_reason_counts())
+
+
+def _reason_counts() -> list[Column]:
+    """Valid and rejected rows, as an observation or an aggregate counts them."""
+    return [
         F.count_if(F.col(REASON).isNull()).alias("valid"),
         F.count_if(F.col(REASON).isNotNull()).alias("rejected"),
-    )
+    ]
 
 
 def _observed(observation: Observation, validated: DataFrame) -> tuple[int, int]:
@@ -328,10 +332,7 @@ def _observed(observation: Observation, validated: DataFrame) -> tuple[int, int]
     try:
         counts = observation.get
     except Exception:  # Py4JJavaError (an assertion): the metrics were never collected
-        counted = validated.agg(
-            F.count_if(F.col(REASON).isNull()).alias("valid"),
-            F.count_if(F.col(REASON).isNotNull()).alias("rejected"),
-        ).first()
+        counted = validated.agg(*_reason_counts()).first()
         counts = counted.asDict() if counted is not None else {"valid": 0, "rejected": 0}
     return int(counts["valid"]), int(counts["rejected"])
 

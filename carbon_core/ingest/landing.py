@@ -132,11 +132,6 @@ def list_landing(files: HadoopFiles, folder: str) -> Listing:
     return Listing(tuple(data), tuple(skipped))
 
 
-def data_files(files: HadoopFiles, folder: str) -> list[FileStatus]:
-    """The CSV and Parquet files with bytes under folder (see list_landing)."""
-    return list(list_landing(files, folder).data)
-
-
 def dataset_files(
     spark: SparkSession, landing: str, dataset: Dataset, *, required: bool | None = None
 ) -> Listing:
