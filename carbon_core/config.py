@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -21,6 +22,7 @@ from pydantic import (
 from carbon_core.calendar import parse_month
 from carbon_core.errors import ConfigError
 from carbon_core.hadoop import local_path
+from carbon_core.ids import ID_BODY
 
 MethodologyVersion = Literal["v1.0", "v2.0"]
 
@@ -160,9 +162,17 @@ class IngestSettings(_Strict):
     usage_amount_ceilings: dict[str, float] = Field(default_factory=lambda: {"*": 1.0e9})
     # it_energy_kwh of one rack-hour at most this (10 MWh: far beyond any rack).
     rack_energy_ceiling_kwh: float = Field(default=1.0e4, gt=0)
+    # What an id (account, payer, cluster, site, rack, product, contract, ...) may be, as a
+    # regex for the whole id; never '.', '..', a slash, backslash or control character,
+    # whatever it says (docs/data-contract.md §1).
+    id_pattern: str = ID_BODY
 
     @model_validator(mode="after")
     def _default_ceiling(self) -> IngestSettings:
+        try:
+            re.compile(self.id_pattern)
+        except re.error as error:
+            raise ValueError(f"id_pattern is not a regular expression: {error}") from None
         if "*" not in self.usage_amount_ceilings:
             raise ValueError('usage_amount_ceilings needs a "*" entry for the other units')
         if any(not (v > 0) for v in self.usage_amount_ceilings.values()):

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import os
-from collections.abc import Iterator
+import shutil
+from collections.abc import Callable, Iterator
 
 import object_store
 import pytest
 from pyspark.sql import SparkSession
 
 import carbon_core.session
-from carbon_core.config import SparkSettings
+from carbon_core.config import Config, SparkSettings, config_from_mapping
 from carbon_core.session import build_spark_session, release_persisted_since
 
 # The AWS SDK (the S3A connector's, in the session's JVM) must never look for an EC2
@@ -87,3 +89,49 @@ def release_spark_memory() -> Iterator[None]:
     release_persisted_since(session, frozenset())
     gc.collect()  # Python's references keep the JVM objects (and their broadcasts) alive
     session.sparkContext._jvm.System.gc()
+
+
+@dataclasses.dataclass(frozen=True)
+class GeneratedWorld:
+    """A world run once for the session: a landing and the lake of its first run."""
+
+    config: Config  # of a copy (generated_world hands out copies)
+    counts: dict[str, int]  # landing rows per dataset
+    report: object  # the first run's RunReport
+
+
+@pytest.fixture(scope="session")
+def _pristine_world(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory):
+    """Two months (both methodology versions) of a 20,000-row world with 1 % malformed
+    rows, generated and run once: every run costs minutes on CI's two cores."""
+    from carbon_core.pipeline import run_pipeline
+    from carbonlake_tools.generate import generate_world
+
+    root = tmp_path_factory.mktemp("generated-world")
+    landing = root / "landing"
+    counts = generate_world(
+        spark, landing, scale=20_000, seed=11, malformed_share=0.01, start_month="2024-12", months=2
+    )
+    config = config_from_mapping(
+        {"lake": str(root / "lake"), "landing": str(landing), "exports": str(root / "exports")}
+    )
+    report = run_pipeline(spark, config, log=lambda _line: None)
+    return config, counts, report
+
+
+@pytest.fixture(scope="session")
+def generated_world(
+    _pristine_world, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[[str], GeneratedWorld]:
+    """copy(name): the session's world with a lake of its own, as its first run left it,
+    for a module whose tests run, fail and kill runs on it. The landing is shared: read it,
+    never change it."""
+    config, counts, report = _pristine_world
+
+    def copy(name: str) -> GeneratedWorld:
+        root = tmp_path_factory.mktemp(name)
+        shutil.copytree(config.lake, root / "lake")
+        mine = config.with_overrides(lake=str(root / "lake"), exports=str(root / "exports"))
+        return GeneratedWorld(mine, dict(counts), report)
+
+    return copy

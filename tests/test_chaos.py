@@ -18,9 +18,10 @@ def test_plans_cover_every_commit_boundary_at_twenty_kills():
 
 
 def test_killed_runs_never_show_readers_a_half_finished_run(spark, tmp_path):
-    # Two kills (inside a table commit, and an export): each costs a process of its own,
-    # about two minutes on CI's two cores. The concurrent runs are scripts/chaos's (and,
-    # in process, tests/test_run_protocol.py's).
+    # Two kills (inside a table commit, and an export), each in a process of its own, of
+    # re-runs on a copy of the reference lake (a first run's ingest per kill is
+    # scripts/chaos's). The concurrent runs are scripts/chaos's too (and, in process,
+    # tests/test_run_protocol.py's).
     summary, ok = run_chaos(
         kills=2,
         scale=4_000,
@@ -29,6 +30,7 @@ def test_killed_runs_never_show_readers_a_half_finished_run(spark, tmp_path):
         work=tmp_path,
         python=sys.executable,
         concurrency=False,
+        from_reference=True,
     )
     assert ok, (tmp_path / "chaos.log").read_text()
     assert summary.startswith("chaos: 2 kills (commit boundaries hit: 1)"), summary

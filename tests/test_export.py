@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from carbon_core import schemas
+from carbon_core.errors import InputError
 from carbon_core.export import EXPORT_COLUMNS, export_carbon, to_export_rows
 
 REFRESHED = dt.datetime(2025, 3, 2, 10, 30, 0)
@@ -154,3 +155,81 @@ def test_export_files_list_rows_in_key_order(spark, gold, tmp_path):
     listed = _read_csv(out / "P1" / "2025-01" / "carbon_P1_2025-01.csv")
     keys = [(r["usage_account_id"], r["product_code"]) for r in listed]
     assert keys == [(a, p) for a in accounts for p in ("AmazonEC2", "AmazonS3")]
+
+
+# Text cells from input that a spreadsheet would run, and text that CSV must quote.
+HOSTILE_LOCATIONS = {
+    "A1": '=HYPERLINK("http://evil.example","click")',
+    "A2": "+1+2",
+    "A3": "-2+3",
+    "A4": "@SUM(A1:A9)",
+    "A5": "\tTabbed",
+    "A6": "\rReturned",
+    "A7": 'US "East", (Ohio)\nsecond line',
+    "A8": "Plain, but with a comma",
+}
+
+
+def test_csv_exports_are_rfc_4180_with_formulas_neutralised_for_every_reader(spark, gold, tmp_path):
+    _, clusters = gold
+    rows = [
+        _gold_row(JAN, "P1", account, False, "us-east-1", location, "AmazonEC2",
+                  0.0, 1.0, 1.0, 0.0)
+        for account, location in HOSTILE_LOCATIONS.items()
+    ]  # fmt: skip
+    emissions = spark.createDataFrame(rows, schemas.ACCOUNT_EMISSIONS)
+    out = tmp_path / "hostile"
+    export_carbon(
+        spark, emissions, clusters, out, months=[JAN], refreshed_at=REFRESHED, log=lambda _: None
+    )
+    file = out / "P1" / "2025-01" / "carbon_P1_2025-01.csv"
+    # OWASP: a cell starting with = + - @ tab or CR gets a leading apostrophe; others as is.
+    expected = {
+        a: ("'" + text if text[0] in "=+-@\t\r" else text) for a, text in HOSTILE_LOCATIONS.items()
+    }
+    text = file.read_text(encoding="utf-8")
+    assert '"US ""East"", (Ohio)\nsecond line"' in text  # quotes doubled, field quoted
+    with file.open(newline="", encoding="utf-8") as handle:
+        by_python = {r["usage_account_id"]: r["location"] for r in csv.DictReader(handle)}
+    pandas = pytest.importorskip("pandas")
+    frame = pandas.read_csv(file, dtype=str, keep_default_na=False)
+    by_pandas = dict(zip(frame["usage_account_id"], frame["location"], strict=True))
+    duckdb = pytest.importorskip("duckdb")
+    by_duckdb = dict(
+        duckdb.sql(
+            f"SELECT usage_account_id, location FROM read_csv('{file}', header = true, "
+            "quote = '\"', escape = '\"', all_varchar = true)"
+        ).fetchall()
+    )
+    by_spark = {
+        r["usage_account_id"]: r["location"]
+        for r in spark.read.option("header", True)
+        .option("multiLine", True)
+        .option("escape", '"')
+        .csv(str(file))
+        .collect()
+    }
+    for reader, got in (
+        ("csv", by_python),
+        ("pandas", by_pandas),
+        ("duckdb", by_duckdb),
+        ("spark", by_spark),
+    ):
+        assert got == expected, reader
+
+
+@pytest.mark.parametrize(
+    "payer", ["..", ".", "../escape", "a/b", "a\\b", "a\nb", "", "x\x00"], ids=repr
+)
+def test_a_payer_id_unsafe_as_a_folder_name_is_refused_before_any_path_is_built(
+    spark, gold, tmp_path, payer
+):
+    _, clusters = gold
+    row = _gold_row(JAN, payer, "A1", False, "us-east-1", "x", "AmazonEC2", 0.0, 1.0, 1.0, 0.0)
+    emissions = spark.createDataFrame([row], schemas.ACCOUNT_EMISSIONS)
+    out = tmp_path / "root" / "exports"
+    january = {"months": [JAN], "refreshed_at": REFRESHED, "log": lambda _: None}
+    with pytest.raises(InputError, match="not safe as a folder name"):
+        export_carbon(spark, emissions, clusters, out, **january)
+    # nothing written, inside the export root or next to it
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []

@@ -643,9 +643,9 @@ def test_ingest_counts_that_do_not_add_up_fail_and_leave_both_tables_as_they_wer
     else:
         observed, calls = bronze_module._observed, []
 
-        def second_pass_sees_one_row_more(observation):
+        def second_pass_sees_one_row_more(observation, validated):
             calls.append(observation)
-            valid, rejected = observed(observation)
+            valid, rejected = observed(observation, validated)
             return (valid, rejected + 1) if len(calls) == 2 else (valid, rejected)
 
         monkeypatch.setattr(bronze_module, "_observed", second_pass_sees_one_row_more)

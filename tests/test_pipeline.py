@@ -14,30 +14,20 @@ from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from carbon_core import schemas
-from carbon_core.config import config_from_mapping
 from carbon_core.errors import InvariantError
 from carbon_core.export import EXPORT_COLUMNS, export_carbon
 from carbon_core.hadoop import persisted_rdd_ids
 from carbon_core.lake import read_table, table_commit_time, table_version, tables
 from carbon_core.pipeline import run_pipeline
-from carbonlake_tools.generate import generate_world
 
 DEC, JAN = dt.date(2024, 12, 1), dt.date(2025, 1, 1)
 QUIET = lambda _line: None  # noqa: E731
 
 
 @pytest.fixture(scope="module")
-def world(spark, tmp_path_factory):
-    root = tmp_path_factory.mktemp("world")
-    landing = root / "landing"
-    counts = generate_world(
-        spark, landing, scale=20_000, seed=11, malformed_share=0.01, start_month="2024-12", months=2
-    )
-    config = config_from_mapping(
-        {"lake": str(root / "lake"), "landing": str(landing), "exports": str(root / "exports")}
-    )
-    report = run_pipeline(spark, config, log=QUIET)
-    return config, counts, report
+def world(generated_world):
+    copy = generated_world("pipeline")
+    return copy.config, copy.counts, copy.report
 
 
 def _delta_rs_count(path: str) -> int:

@@ -17,7 +17,6 @@ from pyspark.testing import assertDataFrameEqual
 
 import carbon_core.pipeline as pipeline
 from carbon_core import schemas
-from carbon_core.config import config_from_mapping
 from carbon_core.errors import MonthsClaimedError
 from carbon_core.export import export_lake
 from carbon_core.hadoop import HadoopFiles
@@ -25,7 +24,6 @@ from carbon_core.lake import read_table, table_version, tables
 from carbon_core.lake.claims import RunClaims, month_key
 from carbon_core.lake.runs import published_months, read_published
 from carbon_core.lake.status import lake_status
-from carbonlake_tools.generate import generate_world
 
 DEC, JAN = dt.date(2024, 12, 1), dt.date(2025, 1, 1)
 QUIET = lambda _line: None  # noqa: E731
@@ -33,17 +31,8 @@ GOLD = (tables.SITE_MONTHLY, tables.ACCOUNT_EMISSIONS, tables.UNALLOCATED, table
 
 
 @pytest.fixture(scope="module")
-def world(spark, tmp_path_factory):
-    root = tmp_path_factory.mktemp("protocol")
-    landing = root / "landing"
-    generate_world(
-        spark, landing, scale=8_000, seed=5, malformed_share=0.01, start_month="2024-12", months=2
-    )
-    config = config_from_mapping(
-        {"lake": str(root / "lake"), "landing": str(landing), "exports": str(root / "exports")}
-    )
-    pipeline.run_pipeline(spark, config, log=QUIET)
-    return config
+def world(generated_world):
+    return generated_world("protocol").config
 
 
 @pytest.fixture(autouse=True)

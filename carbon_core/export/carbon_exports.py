@@ -22,7 +22,7 @@ from pyspark.sql import types as T
 from carbon_core.calendar import month_range, shift_month
 from carbon_core.errors import InputError
 from carbon_core.hadoop import HadoopFiles, qualified
-from carbon_core.ingest.rules import is_safe_id
+from carbon_core.ids import is_path_safe
 from carbon_core.lake import ensure_table, read_table, table_commit_time, table_exists, tables
 from carbon_core.lake.delta_io import retry_on_conflict
 from carbon_core.lake.runs import published_at, read_published
@@ -183,7 +183,7 @@ def export_carbon(
     payers = sorted(
         r[0] for r in rows.select("payer_account_id").distinct().collect()
     )  # one row per payer account: small
-    unsafe = [p for p in payers if not is_safe_id(p)]
+    unsafe = [p for p in payers if not is_path_safe(p)]
     if unsafe:
         # The ingest quarantines such ids; a path is never built from one.
         raise InputError(f"payer account id(s) not safe as a folder name: {unsafe[:5]!r}")

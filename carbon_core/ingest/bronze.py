@@ -28,6 +28,7 @@ from carbon_core import schemas
 from carbon_core.config import IngestSettings
 from carbon_core.errors import InputError, InvariantError
 from carbon_core.hadoop import FileStatus
+from carbon_core.ids import id_pattern
 from carbon_core.ingest import ledger
 from carbon_core.ingest.landing import (
     RAW,
@@ -686,6 +687,7 @@ def _plausibility(gates: IngestSettings, ingested_at: dt.datetime) -> Plausibili
         latest=ingested_at + dt.timedelta(days=gates.future_horizon_days),
         usage_amount_ceilings=gates.usage_amount_ceilings,
         rack_energy_ceiling_kwh=gates.rack_energy_ceiling_kwh,
+        id_pattern=id_pattern(gates.id_pattern),
     )
 
 

@@ -310,7 +310,7 @@ def _check_parquet_magic(files: HadoopFiles, file: str) -> None:
     except Exception as error:  # the filesystem's error, reduced to one line
         raise InputError(f"cannot read landing file {file}: {_first_line(error)}") from None
     if head != PARQUET_MAGIC or tail != PARQUET_MAGIC:
-        raise InputError(f"landing file {file} is not a readable Parquet file")
+        raise InputError(f"landing file {file}: {NOT_PARQUET}")
 
 
 def _first_line(error: Exception) -> str:
@@ -325,6 +325,8 @@ def _read_one_parquet(spark: SparkSession, file: str) -> DataFrame:
     try:
         return _parquet_values(spark.read.parquet(file))
     except Exception as error:  # the JVM error is reduced to one line naming the file
+        if "CANNOT_READ_FILE_FOOTER" in str(error):  # PAR1 at both ends, garbage between
+            raise InputError(f"landing file {file}: {NOT_PARQUET}") from None
         raise InputError(f"cannot read landing file {file}: {_first_line(error)}") from None
 
 

@@ -15,7 +15,6 @@ datasets, by left joins with the small parent tables broadcast.
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import reduce
@@ -25,6 +24,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from carbon_core import schemas
+from carbon_core.ids import id_pattern
 from carbon_core.ingest.landing import MALFORMED, RAW, RAW_VALUES, SOURCE_FILE, raw_json
 from carbon_core.schemas import Dataset
 
@@ -57,6 +57,9 @@ MISSING_SITE_OR_BOUNDARY = "missing site_id or market_boundary"
 MALFORMED_TAGS = "malformed tags (expected key=value pairs with a non-empty key, separated by ';')"
 
 
+# The ids' regex by default (ingest.id_pattern: carbon_core/ids.py).
+ID_PATTERN: str = id_pattern()
+
 # Measured timestamps checked against the plausibility horizon (contracts may run into the
 # future; dates of sites and racks are not measurements).
 HORIZON_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -71,11 +74,14 @@ ANY_UNIT = "*"
 
 @dataclass(frozen=True)
 class Plausibility:
-    """What a measured value may be (config `ingest`, docs/data-contract.md §1.2)."""
+    """What an id and a measured value may be (config `ingest`, docs/data-contract.md §1
+    and §1.2)."""
 
     latest: dt.datetime | None = None  # measured timestamps after this are quarantined
     usage_amount_ceilings: Mapping[str, float] = field(default_factory=lambda: {ANY_UNIT: 1.0e9})
     rack_energy_ceiling_kwh: float = 1.0e4
+    # id_pattern(ingest.id_pattern); ID_PATTERN, defined below, by default
+    id_pattern: str = field(default_factory=lambda: ID_PATTERN)
 
 
 def after_horizon_reason(column: str) -> str:
@@ -112,20 +118,6 @@ def plausibility_checks(dataset: Dataset, plausibility: Plausibility) -> list[Ch
     return checks
 
 
-# Ids name export folders and files and join everything: letters, digits, '-', '_', '.'
-# and ':', 1 to 256 characters, not starting with '-' (a spreadsheet formula could) and
-# never '.' or '..' alone (docs/data-contract.md §1). What AWS account ids, product
-# codes and region codes use passes.
-ID_BODY = r"[A-Za-z0-9_.:][A-Za-z0-9_.:-]{0,255}"
-# Java's regex (rlike): \z, since $ would also match before a final line break.
-ID_PATTERN = rf"^(?!\.\.?\z){ID_BODY}\z"
-
-
-def is_safe_id(text: str | None) -> bool:
-    """The driver-side twin of ID_PATTERN."""
-    return text is not None and text not in (".", "..") and re.fullmatch(ID_BODY, text) is not None
-
-
 # Columns holding ids, besides those named *_id.
 ID_CODE_COLUMNS = ("product_code", "region_code")
 
@@ -142,7 +134,7 @@ def id_columns(dataset: Dataset) -> tuple[str, ...]:
 
 def invalid_id_reason(column: str) -> str:
     """'invalid id in <column>': an id outside ID_PATTERN."""
-    return f"invalid id in {column} (letters, digits, '-', '_', '.', ':'; not '.' or '..')"
+    return f"invalid id in {column} (not matching ingest.id_pattern)"
 
 
 def invalid_reason(dtype: T.DataType, column: str) -> str:
@@ -201,23 +193,34 @@ PARENTS: dict[str, tuple[str, ...]] = {
 }
 
 # --- Column -> Column parsers -------------------------------------------------
-_DATE_RE = r"^\d{4}-\d{2}-\d{2}$"
+# Years a reader can hold: a date from 1900 to 9999, an instant from 1900 to 2999 (an
+# offset would carry 9999-12-31T23:00-05:00 past the year 9999 that Python, pandas and
+# Arrow's datetimes end at; year 0000 would not even reach Python's datetime).
+_DATE_YEAR = r"(?:19|[2-9]\d)\d{2}"
+_INSTANT_YEAR = r"(?:19|2\d)\d{2}"
+_DATE_RE = rf"^{_DATE_YEAR}-\d{{2}}-\d{{2}}$"
 # ISO-8601: date, optional [T ]HH:MM[:SS[.fraction]], optional Z or +HH:MM offset.
 _TIMESTAMP_RE = (
-    r"^(\d{4}-\d{2}-\d{2})"  # 1: date
+    rf"^({_INSTANT_YEAR}-\d{{2}}-\d{{2}})"  # 1: date
     r"(?:[T ](\d{2}:\d{2})(:\d{2}(?:\.\d{1,9})?)?)?"  # 2: HH:MM, 3: :SS.fraction
     r"(Z|[+-]\d{2}:?\d{2})?$"  # 4: offset
 )
 # What machines write (and Spark's cast reads exactly as the normalised form): tried first.
 _CANONICAL_TIMESTAMP_RE = (
-    r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]\d{2}:\d{2})?$"
+    rf"^{_INSTANT_YEAR}-\d{{2}}-\d{{2}}[T ]\d{{2}}:\d{{2}}:\d{{2}}(?:\.\d{{1,9}})?"
+    r"(?:Z|[+-]\d{2}:\d{2})?$"
 )
 _INFINITIES = (float("inf"), float("-inf"))
 
 
+# Trimmed from both ends of a landing value: what a spreadsheet or a Windows line end
+# leaves around it (Spark's trim takes spaces only).
+BLANKS = " \t\r\n"
+
+
 def clean_text(column: Column) -> Column:
-    """Trimmed string; empty becomes null."""
-    trimmed = F.trim(column)
+    """Trimmed string (BLANKS); empty becomes null."""
+    trimmed = F.btrim(column, F.lit(BLANKS))
     return F.when(trimmed != F.lit(""), trimmed)
 
 
@@ -303,8 +306,15 @@ def add_reasons(df: DataFrame, checks: Sequence[Check]) -> DataFrame:
 
 
 def _typed_value(value: Column, dtype: T.DataType) -> Column:
-    """A value landed with its contract type (typed Parquet): only a double can be invalid."""
-    return parse_double(value) if isinstance(dtype, T.DoubleType) else value
+    """A value landed with its contract type (typed Parquet): a double must be finite, a
+    date or instant within the years a reader can hold (as the text parsers accept)."""
+    if isinstance(dtype, T.DoubleType):
+        return parse_double(value)
+    if isinstance(dtype, T.TimestampType):
+        return F.when(F.year(value).between(1900, 2999), value)
+    if isinstance(dtype, T.DateType):
+        return F.when(F.year(value).between(1900, 9999), value)
+    return value
 
 
 # Country and subdivision codes are compared upper-case everywhere downstream. They are
@@ -325,12 +335,12 @@ def typed_column(df: DataFrame, dataset: Dataset, name: str) -> Column:
     return parse_value(clean_text(F.col(name)), dtype)
 
 
-def cast_typed(df: DataFrame, dataset: Dataset) -> DataFrame:
+def cast_typed(df: DataFrame, dataset: Dataset, id_regex: str | None = None) -> DataFrame:
     """Landing strings -> typed columns; unparseable values and empty required ones are reasons.
 
     A column that arrives already typed as the contract says (landing.py keeps typed
     Parquet columns) is taken as it is, but for NaN and infinite doubles. The codes of
-    UPPER_CASE_CODES come out upper-case.
+    UPPER_CASE_CODES come out upper-case. Ids must match id_regex (ID_PATTERN by default).
     """
     landed = dict(df.dtypes)
     fields = dataset.schema.fields
@@ -365,8 +375,9 @@ def cast_typed(df: DataFrame, dataset: Dataset) -> DataFrame:
         for f in fields
     ]
     missing = [(~F.col(present[name]), missing_reason(name)) for name in dataset.required]
+    pattern = id_regex or ID_PATTERN
     ids = [
-        (F.col(name).isNotNull() & ~F.col(name).rlike(ID_PATTERN), invalid_id_reason(name))
+        (F.col(name).isNotNull() & ~F.col(name).rlike(pattern), invalid_id_reason(name))
         for name in id_columns(dataset)
     ]
     upper = UPPER_CASE_CODES.get(dataset.name, ())
@@ -840,10 +851,13 @@ def check_rows(
     """
     # Candidates are marked before the rules so that rank_key_candidates' filter on them
     # reaches below the rules: the ranking pass checks only the candidates, not every row.
-    marked = _mark_key_candidates(cast_typed(landing, dataset), dataset, repeated_keys)
+    plausibility = plausibility or Plausibility()
+    marked = _mark_key_candidates(
+        cast_typed(landing, dataset, plausibility.id_pattern), dataset, repeated_keys
+    )
     checked = add_reasons(
         DATASET_RULES[dataset.name](marked, parents, fuel_factors),
-        plausibility_checks(dataset, plausibility or Plausibility()),
+        plausibility_checks(dataset, plausibility),
     )
     needs_raw = ~_is_clean() | F.col(KEY_CANDIDATE) | F.lit(dataset.name in SELF_RULES)
     return checked.select(
