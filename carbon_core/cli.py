@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--start", type=str, metavar="YYYY-MM", help="first generated month")
     generate.add_argument("--malformed-share", type=float, help="share of malformed rows")
     generate.add_argument(
+        "--payers", type=int, help="external payers (default: a handful, growing with the scale)"
+    )
+    generate.add_argument(
         "--format",
         choices=["csv", "parquet"],
         default="csv",
@@ -91,8 +94,16 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="self-contained HTML report with charts")
     _common(report)
     report.add_argument("--lake", type=str)
-    report.add_argument("--out", type=Path, required=True, help="HTML file to write")
-    report.add_argument("--payer", help="report only this payer account's data")
+    report.add_argument(
+        "--out", type=Path, required=True, help="HTML file to write (--every-payer: a folder)"
+    )
+    who = report.add_mutually_exclusive_group()
+    who.add_argument("--payer", help="report only this payer account's data")
+    who.add_argument(
+        "--every-payer",
+        action="store_true",
+        help="one report per payer with rows in the months, as <out>/<payer>.html",
+    )
     report.add_argument("--screenshot", type=Path, help="also save a PNG (headless Chromium)")
     _months(report)
     forecast = commands.add_parser(
@@ -166,6 +177,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         months=args.months or settings.months,
         usage_format=args.format,
         resume=args.resume,
+        payers=settings.payers if args.payers is None else args.payers,
     )
     for name, count in counts.items():
         print(f"generate {name}: {count} rows")
@@ -257,7 +269,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from carbon_core.extras import REPORT_PACKAGES, require_extra
 
     require_extra("report", REPORT_PACKAGES)
-    from carbon_core.report import ReportRequest, write_report
+    from carbon_core.report import ReportRequest, write_payer_reports, write_report
     from carbon_core.session import build_spark_session
 
     config = load_config(args.config).with_overrides(lake=args.lake)
@@ -267,6 +279,12 @@ def cmd_report(args: argparse.Namespace) -> int:
         month_from=args.month_from,
         month_to=args.month_to,
     )
+    if args.every_payer:
+        if args.screenshot is not None:
+            raise CarbonlakeError("--screenshot takes one report: leave it out with --every-payer")
+        pages = write_payer_reports(spark, config.lake, args.out, request)
+        print(f"report: {len(pages)} payer reports in {args.out}")
+        return 0
     data = write_report(spark, config.lake, args.out, request)
     print(
         f"report: {args.out} ({data.month_from:%Y-%m} to {data.month_to:%Y-%m}, "

@@ -97,6 +97,8 @@ class GenerateSettings(_Strict):
     # 18 months: the forecast's backtest holds out 6 and fits on the 12 before them.
     start_month: MonthText = "2023-10"
     months: int = Field(default=18, ge=1, le=120)
+    # External payers; None: a handful, growing with the scale.
+    payers: int | None = Field(default=None, ge=3)
 
 
 class ExportSettings(_Strict):

@@ -92,6 +92,15 @@ _BASE_CONF: dict[str, str] = {
 }
 
 
+_LOCAL_STATUS_RETENTION: dict[str, str] = {
+    "spark.ui.retainedJobs": "50",
+    "spark.ui.retainedStages": "50",
+    "spark.ui.retainedTasks": "2000",
+    "spark.sql.ui.retainedExecutions": "20",
+    "spark.ui.dagGraph.retainedRootRDDs": "50",
+}
+
+
 def build_spark_session(settings: SparkSettings) -> SparkSession:
     """Build (or reuse) the SparkSession with Delta; fail in one line if Delta is missing."""
     builder = SparkSession.builder.appName(settings.app_name)
@@ -101,6 +110,10 @@ def build_spark_session(settings: SparkSettings) -> SparkSession:
     conf["spark.sql.shuffle.partitions"] = str(settings.shuffle_partitions)
     if settings.master and settings.master.startswith("local"):
         conf["spark.ui.enabled"] = "false"
+        # With the UI off nobody reads the status store, yet by default it keeps 1,000
+        # jobs, stages and SQL plans in the heap: a session that serves many runs (tests,
+        # a notebook) once filled its heap with them until a small broadcast failed.
+        conf.update(_LOCAL_STATUS_RETENTION)
         # Start-up warnings (loopback hostname, native Hadoop) are noise on a laptop;
         # in local mode the driver's JVM runs the tasks, so it gets the JIT option too.
         conf["spark.driver.extraJavaOptions"] = (

@@ -36,7 +36,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,6 +148,7 @@ class Chaos:
     python: str
     spark: SparkSession
     log: IO[str]
+    landing: Path  # read only: every run of the exercise ingests from it
     problems: list[str] = field(default_factory=list)
     started: int = 0
 
@@ -157,7 +158,7 @@ class Chaos:
             "\n".join(
                 [
                     f"lake: {self.work / name / 'lake'}",
-                    f"landing: {self.work / 'landing'}",
+                    f"landing: {self.landing}",
                     f"exports: {self.work / name / 'exports'}",
                     "spark:",
                     "  master: local[2]",
@@ -384,39 +385,20 @@ def _commit_durations(lines: Sequence[tuple[float, str]]) -> dict[str, float]:
     return durations
 
 
-def run_chaos(
-    *,
-    kills: int,
-    scale: int,
-    months: int,
-    seed: int,
-    work: Path,
-    python: str,
-    concurrency: bool,
-    from_reference: bool = False,
-) -> tuple[str, bool]:
-    """The whole exercise; (summary line, ok). With from_reference, the killed runs work on
-    a copy of the reference run's lake: re-runs of published months, whose ingest finds
-    nothing new (the CI-sized exercise, which cannot afford a first ingest per kill)."""
-    rng = random.Random(seed)
-    # Through the module: the test suite hands out its own session there.
-    spark = spark_session.build_spark_session(
-        SparkSettings(
-            master="local[2]", app_name="carbonlake-chaos", shuffle_partitions=2, driver_memory="2g"
-        )
-    )
-    log = (work / "chaos.log").open("a")
+# What a child's run is taken to last when no reference run here measured it (the
+# random-moment kills sleep a share of it).
+CLEAN_RUN_SECONDS = 180.0
 
-    def say(text: str) -> None:
-        print(f"chaos: {text}", file=sys.stderr, flush=True)
-        log.write(text + "\n")
-        log.flush()
 
-    chaos = Chaos(work, python, spark, log)
+def _reference_run(
+    chaos: Chaos, work: Path, scale: int, seed: int, months: int, say: Callable[[str], None]
+) -> tuple[float, dict[str, float]]:
+    """Generate the world and run it cleanly in process; (a child's run time, estimated,
+    and each table commit's duration)."""
     say(f"generating a world of {scale} usage rows, {months} months")
     subprocess.run(
         [
-            python,
+            chaos.python,
             "-m",
             "carbon_core.cli",
             "generate",
@@ -441,8 +423,51 @@ def run_chaos(
     started = time.monotonic()
     clean = chaos.in_process("reference")
     # A child takes longer than this warm session: its JVM starts, its code loads.
-    run_seconds = (time.monotonic() - started) * 1.5
-    durations = _commit_durations(clean)
+    return (time.monotonic() - started) * 1.5, _commit_durations(clean)
+
+
+def run_chaos(
+    *,
+    kills: int,
+    scale: int,
+    months: int,
+    seed: int,
+    work: Path,
+    python: str,
+    concurrency: bool,
+    from_reference: bool = False,
+    clean_run: tuple[Path, Path] | None = None,
+) -> tuple[str, bool]:
+    """The whole exercise; (summary line, ok). With from_reference, the killed runs work on
+    a copy of the reference run's lake: re-runs of published months, whose ingest finds
+    nothing new (the CI-sized exercise, which cannot afford a first ingest per kill).
+    clean_run, (landing, lake) of a finished run of every month, is the reference instead
+    of a world generated and run here (the test suite's own world); kills inside a commit
+    then wait a fixed half second into it."""
+    if clean_run is not None and not from_reference:
+        raise ValueError("clean_run is the reference of from_reference: pass both")
+    rng = random.Random(seed)
+    # Through the module: the test suite hands out its own session there.
+    spark = spark_session.build_spark_session(
+        SparkSettings(
+            master="local[2]", app_name="carbonlake-chaos", shuffle_partitions=2, driver_memory="2g"
+        )
+    )
+    log = (work / "chaos.log").open("a")
+
+    def say(text: str) -> None:
+        print(f"chaos: {text}", file=sys.stderr, flush=True)
+        log.write(text + "\n")
+        log.flush()
+
+    chaos = Chaos(work, python, spark, log, clean_run[0] if clean_run else work / "landing")
+    durations: dict[str, float]
+    if clean_run is not None:
+        say(f"reference: the finished run of {clean_run[0]}")
+        shutil.copytree(clean_run[1], work / "reference" / "lake")
+        run_seconds, durations = CLEAN_RUN_SECONDS, {}
+    else:
+        run_seconds, durations = _reference_run(chaos, work, scale, seed, months, say)
     started = time.monotonic()
     chaos.in_process("reference", export=True)
     export_seconds = (time.monotonic() - started) * 1.5

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 
 import object_store
 import pytest
+from helpers import SESSION_WORLD
 from pyspark.sql import SparkSession
 
 import carbon_core.session
@@ -27,7 +28,7 @@ TEST_SPARK = SparkSettings(
     master="local[2]",
     app_name="carbonlake-tests",
     shuffle_partitions=2,
-    driver_memory="3g",
+    driver_memory="4g",
     extra_jars=(str(object_store.S3_JARS),) if object_store.s3a_jars_cached() else (),
     conf={
         "spark.default.parallelism": "2",
@@ -109,9 +110,7 @@ def _pristine_world(spark: SparkSession, tmp_path_factory: pytest.TempPathFactor
 
     root = tmp_path_factory.mktemp("generated-world")
     landing = root / "landing"
-    counts = generate_world(
-        spark, landing, scale=20_000, seed=11, malformed_share=0.01, start_month="2024-12", months=2
-    )
+    counts = generate_world(spark, landing, **SESSION_WORLD)
     config = config_from_mapping(
         {"lake": str(root / "lake"), "landing": str(landing), "exports": str(root / "exports")}
     )

@@ -22,6 +22,16 @@ from carbon_core import schemas
 
 INGESTED_AT = dt.datetime(2025, 6, 1, tzinfo=dt.timezone.utc)
 
+# The session's generated world (generate_world's arguments; conftest runs it once): two
+# months, both methodology versions, 1 % malformed rows.
+SESSION_WORLD: dict[str, Any] = {
+    "scale": 20_000,
+    "seed": 11,
+    "malformed_share": 0.01,
+    "start_month": "2024-12",
+    "months": 2,
+}
+
 
 def ts(text: str) -> dt.datetime:
     """'2025-01-15' or '2025-01-15 13:00' as a UTC datetime."""

@@ -296,3 +296,26 @@ def test_an_interrupted_generation_resumes_to_the_same_world(
     assert other["usage"] == counts["usage"]
     assert not _files(tmp_path / "rack_telemetry") & telemetry_files
     assert _lines(tmp_path / "usage") != _lines(worlds["dirty"] / "usage")
+
+
+def test_a_world_can_have_a_thousand_payers_each_with_its_own_accounts_and_usage() -> None:
+    world = plan.build_plan(SCALE, SEED, "2024-10", MONTHS, payers=1_000)
+    external = {
+        a.payer_account_id
+        for a in world.accounts
+        if not a.is_internal and a.key != "edge"  # the edge-only payer comes on top
+    }
+    assert len(external) == 1_000
+    names = {a.key for a in world.accounts if a.account_id == a.payer_account_id}
+    assert {"Northwind Traders", "Northwind Traders 2", "Northwind Traders 50"} <= names
+    assert len(names) == 1_000 + 2  # and the edge-only and internal payers
+    ids = [a.account_id for a in world.accounts]
+    assert len(ids) == len(set(ids))
+    # every payer uses something: its accounts' usage series exist
+    with_usage = {s.payer_account_id for s in world.series}
+    assert external <= with_usage
+    # the default is unchanged by the option
+    default = plan.build_plan(SCALE, SEED, "2024-10", MONTHS)
+    assert len({a.payer_account_id for a in default.accounts}) == plan.default_payers(SCALE) + 2
+    with pytest.raises(ValueError, match="payers must be at least 3"):
+        plan.build_plan(SCALE, SEED, "2024-10", MONTHS, payers=2)

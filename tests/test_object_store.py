@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers import assert_frames_equal
+from helpers import SESSION_WORLD, assert_frames_equal
 from pyspark.sql import SparkSession
 
 from carbon_core.config import Config, load_config
@@ -25,8 +25,6 @@ from carbon_core.session import _extra_jars
 from carbonlake_tools.generate import generate_world
 
 QUIET = lambda _line: None  # noqa: E731
-# Small: two months (both methodology versions), a few thousand usage rows.
-WORLD = {"scale": 4_000, "seed": 29, "malformed_share": 0.01, "start_month": "2024-12", "months": 2}
 
 
 @dataclass
@@ -39,24 +37,30 @@ class World:
     html: Path
 
 
-def _world(spark: SparkSession, root: str, html: Path) -> World:
-    landing = f"{root}/landing"
-    counts = generate_world(spark, landing, **WORLD)
-    config = Config().with_overrides(
-        lake=f"{root}/lake", landing=landing, exports=f"{root}/exports"
-    )
-    run = run_pipeline(spark, config, log=QUIET)
+def _exported_and_reported(
+    spark: SparkSession, config: Config, counts: dict[str, int], run: RunReport, html: Path
+) -> World:
     export = export_lake(spark, config.lake, config.exports, log=QUIET)
     report = write_report(spark, config.lake, html, ReportRequest())
     return World(config, counts, run, export, report, html)
 
 
 @pytest.fixture(scope="module")
-def worlds(spark, s3_bucket, tmp_path_factory) -> tuple[World, World]:
-    """The same world on the object store and on the local disk."""
+def worlds(spark, s3_bucket, generated_world, tmp_path_factory) -> tuple[World, World]:
+    """The session's world generated and run again on the object store, and its local
+    lake (a copy of the session's first run)."""
     local = tmp_path_factory.mktemp("local-world")
-    on_s3 = _world(spark, f"s3a://{s3_bucket}/world", local / "s3-report.html")
-    on_disk = _world(spark, str(local), local / "local-report.html")
+    root = f"s3a://{s3_bucket}/world"
+    counts = generate_world(spark, f"{root}/landing", **SESSION_WORLD)
+    config = Config().with_overrides(
+        lake=f"{root}/lake", landing=f"{root}/landing", exports=f"{root}/exports"
+    )
+    run = run_pipeline(spark, config, log=QUIET)
+    on_s3 = _exported_and_reported(spark, config, counts, run, local / "s3-report.html")
+    disk = generated_world("object-store-local")
+    on_disk = _exported_and_reported(
+        spark, disk.config, disk.counts, disk.report, local / "local-report.html"
+    )
     return on_s3, on_disk
 
 

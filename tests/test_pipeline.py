@@ -18,6 +18,7 @@ from carbon_core.errors import InvariantError
 from carbon_core.export import EXPORT_COLUMNS, export_carbon
 from carbon_core.hadoop import persisted_rdd_ids
 from carbon_core.lake import read_table, table_commit_time, table_version, tables
+from carbon_core.lake.runs import read_published
 from carbon_core.pipeline import run_pipeline
 
 DEC, JAN = dt.date(2024, 12, 1), dt.date(2025, 1, 1)
@@ -176,7 +177,6 @@ def test_a_failure_after_a_commit_restores_nothing_and_publishes_nothing(world, 
     table as before, and the run log says the run failed (tests/test_run_protocol.py)."""
     config, _, _ = world
     import carbon_core.pipeline as pipeline
-    from carbon_core.lake.runs import read_published
 
     path = tables.ACCOUNT_EMISSIONS.uri(config.lake)
     before = read_published(spark, config.lake, tables.ACCOUNT_EMISSIONS).localCheckpoint()
@@ -200,8 +200,6 @@ def test_a_failure_after_a_commit_restores_nothing_and_publishes_nothing(world, 
 
 def test_exports_match_gold_and_hide_internal_accounts(world, spark):
     config, _, _ = world
-    from carbon_core.lake.runs import read_published
-
     # As readers see it (an earlier test left an unpublished commit in the latest version).
     emissions = read_published(spark, config.lake, tables.ACCOUNT_EMISSIONS)
     clusters = tables.read_lake_table(spark, config.lake, tables.bronze("clusters"))
@@ -258,8 +256,6 @@ def test_report_of_the_generated_world_draws_every_chart_and_keeps_payers_apart(
     others = {r["account_id"] for r in accounts if r["payer_account_id"] != payer}
 
     whole = write_report(spark, config.lake, tmp_path / "report.html", ReportRequest())
-    from carbon_core.lake.runs import read_published
-
     # What the report reads: the published months (an earlier test left an unpublished
     # commit in the latest version).
     emissions = read_published(spark, config.lake, tables.ACCOUNT_EMISSIONS)
@@ -275,3 +271,34 @@ def test_report_of_the_generated_world_draws_every_chart_and_keeps_payers_apart(
     assert sorted(a for a in others if a in html) == []
     payer_marks = render_marks(tmp_path / "payer.html")
     assert {chart: n for chart, n in payer_marks.items() if n <= 0} == {}
+
+
+def test_no_export_file_or_payer_report_shows_another_payers_accounts_or_units(
+    world, spark, tmp_path
+):
+    """Tenant isolation (scripts/isolation runs it at 1,000 payers): every export file of
+    both months and every payer's report hold only the payer's own accounts and units."""
+    from carbon_core.report import ReportRequest, write_payer_reports
+    from carbonlake_tools.isolation import read_tenancy, tenant_leaks
+
+    config, _, _ = world
+    emissions = read_published(spark, config.lake, tables.ACCOUNT_EMISSIONS)
+    clusters = tables.read_lake_table(spark, config.lake, tables.bronze("clusters"))
+    at = dt.datetime(2025, 2, 1)
+    exports = tmp_path / "exports"
+    export_carbon(
+        spark, emissions, clusters, exports, months=[DEC, JAN], refreshed_at=at, log=QUIET
+    )
+    pages = write_payer_reports(spark, config.lake, tmp_path / "reports", ReportRequest())
+    tenancy = read_tenancy(spark, config.lake)
+    payers = {r[0] for r in emissions.select("payer_account_id").distinct().collect()}
+    assert {p.name.removesuffix(".html") for p in pages} == payers and len(payers) >= 5
+    assert len(list(exports.glob("*/*/carbon_*.csv"))) >= len(pages)
+    assert tenant_leaks(spark, config.lake, exports, tmp_path / "reports") == []
+    # The check can fail: one payer's page with another payer's account in it.
+    someone, other = pages[0], pages[1].name.removesuffix(".html")
+    stranger = sorted(tenancy.accounts_of(other))[0]
+    someone.write_text(someone.read_text() + f"<td>{stranger}</td>")
+    assert tenant_leaks(spark, config.lake, exports, tmp_path / "reports") == [
+        f"{someone}: names accounts ['{stranger}']"
+    ]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import re
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 from helpers import frame
 from pyspark.sql import SparkSession
@@ -17,7 +19,14 @@ from carbon_core.cli import main as cli_main
 from carbon_core.config import TargetSettings
 from carbon_core.insight.targets import target_progress
 from carbon_core.lake import tables, write_table
-from carbon_core.report import ReportRequest, aggregates, gather_report_data, write_report
+from carbon_core.report import (
+    ReportRequest,
+    aggregates,
+    gather_payer_reports,
+    gather_report_data,
+    write_payer_reports,
+    write_report,
+)
 from carbon_core.report.browser import find_chromium, render_marks
 from carbon_core.report.data import ReportData, targets_from_progress
 from carbon_core.report.page import FIGURES_ELEMENT_ID, render_html
@@ -336,6 +345,64 @@ def test_unknown_payer_is_a_one_line_error(
     assert code == 2
     assert err == "carbonlake: error: unknown payer account: 999"
     assert not (tmp_path / "x.html").exists()
+
+
+def assert_same_report_data(got: ReportData, expected: ReportData) -> None:
+    """Every field equal; frames equal but for summation order in the last bits."""
+    for field in dataclasses.fields(ReportData):
+        mine, theirs = getattr(got, field.name), getattr(expected, field.name)
+        if isinstance(theirs, pd.DataFrame):
+            assert isinstance(mine, pd.DataFrame), field.name
+            pd.testing.assert_frame_equal(
+                mine, theirs, check_dtype=False, rtol=1e-12, obj=field.name
+            )
+        else:
+            assert mine == theirs, field.name
+
+
+@pytest.mark.parametrize(
+    ("month_from", "month_to", "per_batch"),
+    [(None, None, 1), (FEB, MAR, 250)],
+)
+def test_every_payer_report_gathers_what_the_payers_own_report_does(
+    spark: SparkSession, full_lake: Path, month_from, month_to, per_batch
+) -> None:
+    request = ReportRequest(month_from=month_from, month_to=month_to)
+    batched = list(gather_payer_reports(spark, full_lake, request, payers_per_batch=per_batch))
+    assert [d.payer for d in batched] == [P1, P2]
+    for data in batched:
+        own = gather_report_data(spark, full_lake, dataclasses.replace(request, payer=data.payer))
+        assert_same_report_data(data, own)
+    # The numbers are the payers' own: P1's scope-2 LBM over Jan-Mar is 100 + 40 + 110 + 30.
+    if month_from is None:
+        assert batched[0].total_lbm_kg == pytest.approx(280.0 + 4 * 3.0)
+
+
+def test_every_payer_report_skips_payers_without_rows_in_the_months(
+    spark: SparkSession, full_lake: Path
+) -> None:
+    after_march = ReportRequest(month_from=dt.date(2025, 4, 1))
+    assert list(gather_payer_reports(spark, full_lake, after_march)) == []
+
+
+def test_report_every_payer_writes_one_page_per_payer(
+    full_lake: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "payers"
+    code = cli_main(["report", "--lake", str(full_lake), "--out", str(out), "--every-payer"])
+    assert code == 0
+    assert capsys.readouterr().out.strip() == f"report: 2 payer reports in {out}"
+    assert sorted(p.name for p in out.iterdir()) == [f"{P1}.html", f"{P2}.html"]
+    html = (out / f"{P2}.html").read_text()
+    assert P2_LINKED in html and P1 not in html and P1_LINKED not in html
+
+
+def test_payer_reports_are_written_whole_one_page_per_payer(
+    spark: SparkSession, full_lake: Path, tmp_path
+):
+    pages = write_payer_reports(spark, full_lake, tmp_path, ReportRequest(month_to=JAN))
+    assert pages == [tmp_path / f"{P1}.html", tmp_path / f"{P2}.html"]
+    assert not list(tmp_path.glob(".*partial"))
 
 
 # --- aggregates and targets with hand-computed numbers -------------------------------------

@@ -40,7 +40,7 @@ def _claims_released(world, spark):
     """A test that fails while a run holds months must not refuse the next test's runs."""
     yield
     uri = tables.RUN_CLAIMS.uri(world.lake)
-    if HadoopFiles(spark).exists(f"{uri}/_delta_log"):
+    if HadoopFiles(spark, uri).exists(f"{uri}/_delta_log"):
         from delta.tables import DeltaTable
 
         DeltaTable.forPath(spark, uri).delete()
@@ -212,7 +212,10 @@ def test_a_kill_inside_the_commit_leaves_readers_on_the_last_published_state(
     assert published_months(spark, lake).excluded == []
 
 
-def test_an_overlapping_run_is_refused_before_writing_and_a_disjoint_one_runs(world, spark):
+def test_an_overlapping_run_is_refused_before_writing_and_a_disjoint_one_runs(
+    world, spark, monkeypatch, capsys
+):
+    """...and the disjoint run, whose forecast fails, has its accounting published."""
     lake = world.lake
     other = RunClaims(
         spark, lake, "other-run", lease=dt.timedelta(hours=1), holder="elsewhere pid 1"
@@ -228,14 +231,39 @@ def test_an_overlapping_run_is_refused_before_writing_and_a_disjoint_one_runs(wo
         unchanged = {t.name: table_version(spark, t.uri(lake)) for t in tables.catalog()}
         assert unchanged == versions  # not even the run log or the claims
         assert read_table(spark, tables.RUN_LOG.uri(lake)).count() == runs
-        # December is free: a run of it commits while the other run holds January.
-        report = pipeline.run_pipeline(
-            spark, world, month_from=DEC, month_to=DEC, skip_ingest=True, log=QUIET
+        # December is free: a run of it commits while the other run holds January, and a
+        # failing forecast (a derived view) leaves its accounting committed and published.
+        code = _run_command_with_a_failing_forecast(world, monkeypatch, DEC)
+        assert code == 4
+        err = capsys.readouterr().err
+        assert (
+            "error: forecast failed: singular matrix (injected) (the run's accounting is "
+            "committed)" in err
         )
-        assert _statuses(spark, lake, report.run_id) == ["started", "committed"]
+        last = read_table(spark, tables.RUN_LOG.uri(lake)).orderBy(F.col("started_at").desc())
+        assert _statuses(spark, lake, last.first()["run_id"]) == ["started", "committed"]
+        assert published_months(spark, lake).excluded == []
     finally:
         other.release()
     assert read_table(spark, tables.RUN_CLAIMS.uri(lake)).count() == 0
+
+
+def _run_command_with_a_failing_forecast(world, monkeypatch, month):
+    """`carbonlake run` of one month whose forecast raises; its exit code."""
+    import carbon_core.insight.forecast as forecast
+    from carbon_core.cli import main
+
+    def broken(*args, **kwargs):
+        raise ValueError("singular matrix (injected)")
+
+    monkeypatch.setattr(forecast, "write_forecast", broken)
+    config = Path(world.lake).parent / "protocol.yaml"
+    config.write_text(f"lake: {world.lake}\nlanding: {world.landing}\n")
+    try:
+        months = ["--from", f"{month:%Y-%m}", "--to", f"{month:%Y-%m}"]
+        return main(["run", "--config", str(config), *months, "--skip-ingest"])
+    finally:
+        monkeypatch.undo()
 
 
 def test_a_claim_of_a_dead_process_on_this_host_is_taken_over(world, spark):
@@ -256,33 +284,6 @@ def test_a_claim_of_a_dead_process_on_this_host_is_taken_over(world, spark):
     }
     assert holders == {month_key(DEC): "new-run"}
     mine.release()
-
-
-def test_a_failing_forecast_leaves_the_accounting_published(world, spark, monkeypatch, capsys):
-    lake = world.lake
-    import carbon_core.insight.forecast as forecast
-
-    def broken(*args, **kwargs):
-        raise ValueError("singular matrix (injected)")
-
-    monkeypatch.setattr(forecast, "write_forecast", broken)
-    from carbon_core.cli import main
-
-    config = Path(lake).parent / "protocol.yaml"
-    config.write_text(f"lake: {lake}\nlanding: {world.landing}\n")
-    code = main(
-        ["run", "--config", str(config), "--from", "2025-01", "--to", "2025-01", "--skip-ingest"]
-    )
-    # Its own exit code, the error after the summary; the month committed and published.
-    assert code == 4
-    err = capsys.readouterr().err
-    assert (
-        "error: forecast failed: singular matrix (injected) (the run's accounting is committed)"
-        in err
-    )
-    last = read_table(spark, tables.RUN_LOG.uri(lake)).orderBy(F.col("started_at").desc())
-    assert _statuses(spark, lake, last.first()["run_id"]) == ["started", "committed"]
-    assert published_months(spark, lake).excluded == []
 
 
 def test_an_export_killed_between_payer_months_leaves_each_old_or_new(

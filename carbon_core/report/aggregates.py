@@ -2,14 +2,16 @@
 
 Every function here reduces a gold or silver table to at most one row per
 month x (region | service | reason | business unit | factor level), so the
-result is safe to bring to the driver for charting.
+result is safe to bring to the driver for charting. `by` adds leading group keys
+(the payer, when one pass serves a batch of payers' reports): each group's rows are
+what the function gives for that group's rows alone.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from carbon_core import schemas
@@ -48,24 +50,47 @@ def for_payer(df: DataFrame, payer: str | None) -> DataFrame:
     return df.where(F.col("payer_account_id") == F.lit(payer))
 
 
-def monthly_by_scope(emissions: DataFrame) -> DataFrame:
+Keys = tuple[str, ...]
+
+
+def monthly_by_scope(emissions: DataFrame, by: Keys = ()) -> DataFrame:
     """Per month: every scope, LBM and MBM totals, energy and water."""
-    return emissions.groupBy("month").agg(*(_sum(q) for q in ROLLUP_QUANTITIES)).orderBy("month")
-
-
-def totals_by(emissions: DataFrame, *keys: str) -> DataFrame:
-    """LBM and MBM totals per key, largest LBM first."""
     return (
-        emissions.groupBy(*keys)
-        .agg(_sum("total_lbm_kg"), _sum("total_mbm_kg"), _sum("energy_kwh"))
-        .orderBy(F.col("total_lbm_kg").desc(), *keys)
+        emissions.groupBy(*by, "month")
+        .agg(*(_sum(q) for q in ROLLUP_QUANTITIES))
+        .orderBy(*by, "month")
     )
 
 
-def top_accounts(emissions: DataFrame, key: str, limit: int) -> DataFrame:
-    """The `limit` largest accounts (by LBM) under `key`."""
-    ranked = totals_by(emissions, key).limit(limit)
-    return ranked.select(F.col(key).alias("account_id"), "total_lbm_kg", "total_mbm_kg")
+def totals_by(emissions: DataFrame, *keys: str, by: Keys = ()) -> DataFrame:
+    """LBM and MBM totals per key, largest LBM first."""
+    return (
+        emissions.groupBy(*by, *keys)
+        .agg(_sum("total_lbm_kg"), _sum("total_mbm_kg"), _sum("energy_kwh"))
+        .orderBy(*by, F.col("total_lbm_kg").desc(), *keys)
+    )
+
+
+def top_accounts(emissions: DataFrame, key: str, limit: int, by: Keys = ()) -> DataFrame:
+    """The `limit` largest accounts (by LBM) under `key`, ties by account id."""
+    columns: list[Column | str] = [
+        *by,
+        F.col(key).alias("account_id"),
+        "total_lbm_kg",
+        "total_mbm_kg",
+    ]
+    if not by:
+        return totals_by(emissions, key).limit(limit).select(*columns)
+    rank = F.row_number().over(
+        Window.partitionBy(*by).orderBy(F.col("total_lbm_kg").desc(), F.col(key))
+    )
+    return (
+        totals_by(emissions, key, by=by)
+        .withColumn("rank", rank)
+        .where(F.col("rank") <= limit)
+        .orderBy(*by, F.col("total_lbm_kg").desc(), key)
+        .select(*columns)
+    )
 
 
 def unallocated_by_reason(unallocated: DataFrame) -> DataFrame:
@@ -83,11 +108,11 @@ def unallocated_by_reason(unallocated: DataFrame) -> DataFrame:
     )
 
 
-def coverage_by_month(site_monthly: DataFrame) -> DataFrame:
+def coverage_by_month(site_monthly: DataFrame, by: Keys = ()) -> DataFrame:
     """Per month: energy-weighted estimated share, provisional flag and site-month count."""
     estimated_kwh = F.col("energy_kwh") * F.coalesce(F.col("estimated_energy_share"), F.lit(0.0))
     return (
-        site_monthly.groupBy("month")
+        site_monthly.groupBy(*by, "month")
         .agg(
             F.sum("energy_kwh").alias("energy_kwh"),
             F.sum(estimated_kwh).alias("estimated_kwh"),
@@ -95,39 +120,41 @@ def coverage_by_month(site_monthly: DataFrame) -> DataFrame:
             F.count(F.lit(1)).alias("site_months"),
         )
         .select(
+            *by,
             "month",
             "energy_kwh",
             _ratio(F.col("estimated_kwh"), F.col("energy_kwh")).alias("estimated_share"),
             (F.coalesce(F.col("provisional_sites"), F.lit(0)) > 0).alias("provisional"),
             "site_months",
         )
-        .orderBy("month")
+        .orderBy(*by, "month")
     )
 
 
-def factor_levels_by_month(site_monthly: DataFrame) -> DataFrame:
+def factor_levels_by_month(site_monthly: DataFrame, by: Keys = ()) -> DataFrame:
     """Per month and grid-factor level: the number of site-months that used it."""
     level = F.coalesce(F.col("factor_level"), F.lit("none"))
     return (
-        site_monthly.groupBy("month", level.alias("factor_level"))
+        site_monthly.groupBy(*by, "month", level.alias("factor_level"))
         .agg(F.count(F.lit(1)).alias("site_months"))
-        .orderBy("month", "factor_level")
+        .orderBy(*by, "month", "factor_level")
     )
 
 
-def efficiency_by_cluster(cluster_efficiency: DataFrame) -> DataFrame:
+def efficiency_by_cluster(cluster_efficiency: DataFrame, by: Keys = ()) -> DataFrame:
     """Per cluster over the period: PUE and WUE as ratios of sums (energy-weighted)."""
     return (
-        cluster_efficiency.groupBy("cluster_id")
+        cluster_efficiency.groupBy(*by, "cluster_id")
         .agg(_sum("facility_energy_kwh"), _sum("it_energy_kwh"), _sum("water_l"))
         .select(
+            *by,
             "cluster_id",
             "it_energy_kwh",
             _ratio(F.col("facility_energy_kwh"), F.col("it_energy_kwh")).alias("pue"),
             _ratio(F.col("water_l"), F.col("it_energy_kwh")).alias("wue_l_per_kwh"),
         )
         .where(F.col("pue").isNotNull())
-        .orderBy("pue", "cluster_id")
+        .orderBy(*by, "pue", "cluster_id")
     )
 
 
@@ -156,40 +183,41 @@ def service_intensity(benchmarks: DataFrame, month_from: dt.date, month_to: dt.d
     )
 
 
-def bu_monthly_totals(bu_monthly: DataFrame) -> DataFrame:
+def bu_monthly_totals(bu_monthly: DataFrame, by: Keys = ()) -> DataFrame:
     """Per month and business unit: LBM and MBM totals (operator-wide rollup)."""
     return (
-        bu_monthly.groupBy("month", "business_unit")
+        bu_monthly.groupBy(*by, "month", "business_unit")
         .agg(_sum("total_lbm_kg"), _sum("total_mbm_kg"))
-        .orderBy("month", "business_unit")
+        .orderBy(*by, "month", "business_unit")
     )
 
 
 def payer_bu_monthly_totals(
-    emissions: DataFrame, business_units: DataFrame, unmapped: str
+    emissions: DataFrame, business_units: DataFrame, unmapped: str, by: Keys = ()
 ) -> DataFrame:
     """Per month and business unit from account rows (one payer's report); unmapped kept."""
     mapping = business_units.select(
         F.col("account_id").alias("usage_account_id"), "business_unit"
     ).dropDuplicates(["usage_account_id"])
     labelled = emissions.join(F.broadcast(mapping), on="usage_account_id", how="left").select(
+        *by,
         "month",
         F.coalesce(F.col("business_unit"), F.lit(unmapped)).alias("business_unit"),
         "total_lbm_kg",
         "total_mbm_kg",
     )
-    return bu_monthly_totals(labelled)
+    return bu_monthly_totals(labelled, by)
 
 
-def forecast_by_month(forecast: DataFrame) -> DataFrame:
+def forecast_by_month(forecast: DataFrame, by: Keys = ()) -> DataFrame:
     """Per forecast month: LBM and MBM with summed interval bounds (a conservative band)."""
     return (
-        forecast.groupBy("month")
+        forecast.groupBy(*by, "month")
         .agg(
             *(_sum(c) for c in schemas.FORECAST_BANDS),
             F.max("interval_level").alias("interval_level"),
         )
-        .orderBy("month")
+        .orderBy(*by, "month")
     )
 
 
@@ -201,9 +229,10 @@ def _mape_bucket(column: str) -> Column:
     return bucket.otherwise(F.lit(MAPE_OVER))
 
 
-def backtest_summary(backtest: DataFrame) -> DataFrame:
+def backtest_summary(backtest: DataFrame, by: Keys = ()) -> DataFrame:
     """Per forecast method and MAPE bucket: the number of series of gold/forecast_backtest."""
     long = backtest.select(
+        *by,
         "method",
         F.explode(
             F.array(
@@ -213,20 +242,20 @@ def backtest_summary(backtest: DataFrame) -> DataFrame:
         ).alias("m"),
     )
     return (
-        long.groupBy("method", F.col("m.basis").alias("basis"), F.col("m.b").alias("bucket"))
+        long.groupBy(*by, "method", F.col("m.basis").alias("basis"), F.col("m.b").alias("bucket"))
         .agg(F.count(F.lit(1)).alias("series"))
-        .orderBy("method", "basis", "bucket")
+        .orderBy(*by, "method", "basis", "bucket")
     )
 
 
-def backtest_medians(backtest: DataFrame) -> DataFrame:
+def backtest_medians(backtest: DataFrame, by: Keys = ()) -> DataFrame:
     """Per method of gold/forecast_backtest: series and median backtest MAPE (LBM, MBM)."""
     return (
-        backtest.groupBy("method")
+        backtest.groupBy(*by, "method")
         .agg(
             F.count(F.lit(1)).alias("series"),
             F.percentile_approx("backtest_mape_lbm", 0.5).alias("median_mape_lbm"),
             F.percentile_approx("backtest_mape_mbm", 0.5).alias("median_mape_mbm"),
         )
-        .orderBy("method")
+        .orderBy(*by, "method")
     )

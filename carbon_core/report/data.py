@@ -102,7 +102,9 @@ class ReportData:
         return float(self.monthly["total_mbm_kg"].sum())
 
 
-def _optional(spark: SparkSession, lake: Path | str, table: tables.LakeTable) -> DataFrame | None:
+def optional_table(
+    spark: SparkSession, lake: Path | str, table: tables.LakeTable
+) -> DataFrame | None:
     uri = table.uri(lake)
     return read_published(spark, lake, table) if table_exists(spark, uri) else None
 
@@ -156,7 +158,7 @@ def _small(df: DataFrame) -> pd.DataFrame:
 
 
 def _check_payer(spark: SparkSession, lake: Path | str, emissions: DataFrame, payer: str) -> None:
-    accounts = _optional(spark, lake, tables.bronze("accounts"))
+    accounts = optional_table(spark, lake, tables.bronze("accounts"))
     known_in = accounts if accounts is not None else emissions
     if known_in.where(F.col("payer_account_id") == F.lit(payer)).limit(1).count() == 0:
         raise UnknownPayerError(f"unknown payer account: {payer}")
@@ -213,33 +215,33 @@ def gather_report_data(spark: SparkSession, lake: Path | str, request: ReportReq
 
     _add_business_units(spark, lake, request, data, payer_emissions)
     if request.payer is None:
-        unallocated = _optional(spark, lake, tables.UNALLOCATED)
+        unallocated = optional_table(spark, lake, tables.UNALLOCATED)
         if unallocated is not None:
             period = agg.in_period(unallocated, month_from, month_to)
             data.unallocated = _small(agg.unallocated_by_reason(period))
-    site_monthly = _optional(spark, lake, tables.SITE_MONTHLY)
+    site_monthly = optional_table(spark, lake, tables.SITE_MONTHLY)
     if site_monthly is not None:
         sites = clusters_only(agg.in_period(site_monthly, month_from, month_to)).cache()
         data.coverage = _small(agg.coverage_by_month(sites))
         data.factor_levels = _small(agg.factor_levels_by_month(sites))
         sites.unpersist()
-    efficiency = _optional(spark, lake, tables.CLUSTER_EFFICIENCY)
+    efficiency = optional_table(spark, lake, tables.CLUSTER_EFFICIENCY)
     if efficiency is not None:
         period = clusters_only(agg.in_period(efficiency, month_from, month_to))
         data.efficiency = _small(agg.efficiency_by_cluster(period))
-    benchmarks = _optional(spark, lake, tables.REGION_BENCHMARKS)
+    benchmarks = optional_table(spark, lake, tables.REGION_BENCHMARKS)
     if benchmarks is not None:
         # Every cluster stays in the ranking: it is where a workload could move to.
         data.intensity = _small(agg.service_intensity(benchmarks, month_from, month_to))
-    forecast = _optional(spark, lake, tables.FORECAST)
+    forecast = optional_table(spark, lake, tables.FORECAST)
     if forecast is not None:
         data.forecast = _small(agg.forecast_by_month(agg.for_payer(forecast, request.payer)))
-    backtest = _optional(spark, lake, tables.FORECAST_BACKTEST)
+    backtest = optional_table(spark, lake, tables.FORECAST_BACKTEST)
     if backtest is not None:
         mine = agg.for_payer(backtest, request.payer)
         data.backtest = _small(agg.backtest_summary(mine))
         data.backtest_medians = _small(agg.backtest_medians(mine))
-    progress = _optional(spark, lake, tables.TARGET_PROGRESS)
+    progress = optional_table(spark, lake, tables.TARGET_PROGRESS)
     # Targets cover whole business units, across payers: only the operator's report has them.
     if progress is not None and request.payer is None:
         data.targets = targets_from_progress(_small(progress))
@@ -256,15 +258,15 @@ def _add_business_units(
 ) -> None:
     """Business-unit totals: gold/bu_monthly for the operator; the payer's own accounts else."""
     if request.payer is None:
-        bu_monthly = _optional(spark, lake, tables.BU_MONTHLY)
+        bu_monthly = optional_table(spark, lake, tables.BU_MONTHLY)
         if bu_monthly is None:
             return
         all_months = _small(agg.bu_monthly_totals(bu_monthly))
     else:
         # bu_monthly carries no payer, so a payer's rollup comes from its own account rows.
-        if _optional(spark, lake, tables.BU_MONTHLY) is None:
+        if optional_table(spark, lake, tables.BU_MONTHLY) is None:
             return
-        business_units = _optional(spark, lake, tables.bronze("business_units"))
+        business_units = optional_table(spark, lake, tables.bronze("business_units"))
         if business_units is None:
             business_units = spark.createDataFrame([], schemas.BUSINESS_UNITS.schema)
         all_months = _small(
@@ -272,10 +274,17 @@ def _add_business_units(
                 payer_emissions, business_units, schemas.UNMAPPED_BUSINESS_UNIT
             )
         )
-    months = pd.to_datetime(all_months["month"]).dt.date
-    in_range = (months >= data.month_from) & (months <= data.month_to)
-    data.by_business_unit = (
-        all_months[in_range]
+    data.by_business_unit = business_unit_totals(all_months, data.month_from, data.month_to)
+
+
+def business_unit_totals(
+    monthly: pd.DataFrame, month_from: dt.date, month_to: dt.date
+) -> pd.DataFrame:
+    """The period's LBM and MBM per business unit from its monthly totals, largest first."""
+    months = pd.to_datetime(monthly["month"]).dt.date
+    in_range = (months >= month_from) & (months <= month_to)
+    return (
+        monthly[in_range]
         .groupby("business_unit", as_index=False)[["total_lbm_kg", "total_mbm_kg"]]
         .sum()
         .sort_values(["total_lbm_kg", "business_unit"], ascending=[False, True])

@@ -756,7 +756,18 @@ INTERNAL_KEYS: tuple[tuple[str, str], ...] = (
 )
 
 
-def _accounts(scale: int, seed: int) -> list[Account]:
+def payer_name(index: int) -> str:
+    """The index-th external payer's name: the list in turn, numbered after the first round."""
+    name = _PAYER_NAMES[index % len(_PAYER_NAMES)]
+    return name if index < len(_PAYER_NAMES) else f"{name} {index // len(_PAYER_NAMES) + 1}"
+
+
+def default_payers(scale: int) -> int:
+    """External payers (besides the edge-only one) of a world of this scale."""
+    return min(len(_PAYER_NAMES), 4 + int(2 * growth(scale)))
+
+
+def _accounts(scale: int, seed: int, payers: int | None = None) -> list[Account]:
     r = rng(seed, "accounts")
     g = growth(scale)
     used: set[str] = set()
@@ -770,8 +781,8 @@ def _accounts(scale: int, seed: int) -> list[Account]:
                 return text
 
     accounts: list[Account] = []
-    n_payers = min(len(_PAYER_NAMES), 4 + int(2 * g))
-    for i, name in enumerate(_PAYER_NAMES[:n_payers]):
+    for i in range(default_payers(scale) if payers is None else payers):
+        name = payer_name(i)
         payer = new_id()
         accounts.append(Account(payer, payer, False, f"{name} (management)", name))
         for j in range(1 + r.randint(1, 2 + int(g))):
@@ -910,17 +921,22 @@ def _series(
     return series
 
 
-def build_plan(scale: int, seed: int, start_month: str, months: int) -> WorldPlan:
-    """The whole small part of the world for a scale, seed and month range."""
+def build_plan(
+    scale: int, seed: int, start_month: str, months: int, payers: int | None = None
+) -> WorldPlan:
+    """The whole small part of the world for a scale, seed and month range; `payers`
+    external payers (besides the edge-only one) instead of the scale's default_payers."""
     if scale < 1:
         raise ValueError("scale must be positive")
+    if payers is not None and payers < 3:
+        raise ValueError("payers must be at least 3 (the methodology's cases need them)")
     month_starts = month_list(start_month, months)
     end = same_day_months_later(month_starts[-1], 1)
     clusters = _clusters(month_starts)
     anchors = _anchor_sites()
     hours = (end - month_starts[0]).days * 24
     sites = _size_racks([*anchors, *_extra_sites(anchors, scale, seed)], scale, hours)
-    accounts = _accounts(scale, seed)
+    accounts = _accounts(scale, seed, payers)
     series = _series(accounts, clusters, month_starts, end, seed)
     return WorldPlan(
         seed=seed,

@@ -231,13 +231,15 @@ def generate_world(
     usage_format: UsageFormat = "csv",
     resume: bool = False,
     piece_rows: int = PIECE_ROWS,
+    payers: int | None = None,
 ) -> dict[str, int]:
     """Write <out>/<dataset>/ for every landing dataset; rows written per dataset.
 
     The result maps each dataset name to the rows written (malformed included) and
     "<dataset>.malformed" to how many of them break the dataset's rules. Valid rows do
     not depend on `malformed_share`: a world generated with 0 is this world minus its
-    malformed rows. With `resume`, the pieces of the hourly datasets that an interrupted
+    malformed rows. `payers` sets the number of external payers (default: a handful,
+    growing with the scale). With `resume`, the pieces of the hourly datasets that an interrupted
     generation of the same world (same arguments) completed are kept, not written again.
     """
     if usage_format not in ("csv", "parquet"):
@@ -247,8 +249,8 @@ def generate_world(
     out = os.fspath(out)
     files = HadoopFiles(spark, out)
     files.mkdirs(out)
-    plan = build_plan(scale, seed, start_month, months)
-    key = {
+    plan = build_plan(scale, seed, start_month, months, payers)
+    key: dict[str, object] = {
         "scale": scale,
         "seed": seed,
         "malformed_share": malformed_share,
@@ -256,6 +258,8 @@ def generate_world(
         "months": months,
         "format": usage_format,
         "piece_rows": piece_rows,
+        # only when set: the key of a world generated before the option stays the same
+        **({} if payers is None else {"payers": payers}),
     }
     pieces = _Pieces(files, out, key, resume)
     counts, daily = _hourly(spark, plan, out, malformed_share, usage_format, pieces, piece_rows)
