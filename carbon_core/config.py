@@ -168,6 +168,9 @@ class IngestSettings(_Strict):
     # regex for the whole id; never '.', '..', a slash, backslash or control character,
     # whatever it says (docs/data-contract.md §1).
     id_pattern: str = ID_BODY
+    # Datasets ingested side by side (threads of the one session) once their parents are
+    # in bronze; the hourly datasets always go one at a time. 1: one dataset at a time.
+    parallel_datasets: int = Field(default=2, ge=1, le=16)
 
     @model_validator(mode="after")
     def _default_ceiling(self) -> IngestSettings:

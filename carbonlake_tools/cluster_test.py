@@ -11,7 +11,10 @@
    test cluster's `conf/cluster.yaml` there: landing, lake and exports as file:// URIs of
    local folders, which the workers see since they share this machine.
 4. Generates a small world with the developer .venv and runs it in local mode (run, then
-   export): the reference.
+   export): the reference. With --reference, a finished local-mode run given by its
+   landing, lake and exports is the reference instead (the test suite hands over its own
+   session world, which saves CI a second local run); it may hold more months than the
+   recipe runs, and only the recipe's months are compared.
 5. Starts a master and two workers (1 core, 2 GB each) on 127.0.0.1 from the cluster
    Python's pyspark distribution (`bin/spark-class ...Master` / `...Worker`), with a
    spark-defaults.conf that plays the platform's part: the master URL, driver and executor
@@ -553,11 +556,15 @@ def tasks_per_worker(app: AppTasks, worker_dirs: Sequence[Path]) -> list[int]:
     return counts
 
 
-def compare_gold(local_lake: Path, cluster_lake: Path) -> tuple[dict[str, int], float]:
-    """Rows per gold table; the largest relative difference of any number. Raises unless
-    both lakes' tables hold the same rows (numbers to REL_TOLERANCE)."""
+def compare_gold(
+    local_lake: Path, cluster_lake: Path, months: Sequence[str]
+) -> tuple[dict[str, int], float]:
+    """Rows per gold table in `months` (YYYY-MM); the largest relative difference of any
+    number. Raises unless both lakes' tables hold the same rows of those months (numbers
+    to REL_TOLERANCE)."""
     import deltalake
     import numpy as np
+    import pandas as pd
 
     from carbon_core.lake import tables
 
@@ -566,10 +573,11 @@ def compare_gold(local_lake: Path, cluster_lake: Path) -> tuple[dict[str, int], 
     worst = 0.0
     for name in GOLD_TABLES:
         keys = list(catalog[name].keys)
-        frames = [
-            deltalake.DeltaTable(str(lake / name)).to_pandas().sort_values(keys, ignore_index=True)
-            for lake in (local_lake, cluster_lake)
-        ]
+        frames = []
+        for lake in (local_lake, cluster_lake):
+            frame = deltalake.DeltaTable(str(lake / name)).to_pandas()
+            in_months = pd.to_datetime(frame["month"]).dt.strftime("%Y-%m").isin(months)
+            frames.append(frame[in_months].sort_values(keys, ignore_index=True))
         local, cluster = frames
         if local.shape != cluster.shape or list(local.columns) != list(cluster.columns):
             raise ClusterTestError(f"{name}: shape {cluster.shape} on the cluster, {local.shape}")
@@ -594,10 +602,13 @@ def compare_gold(local_lake: Path, cluster_lake: Path) -> tuple[dict[str, int], 
     return rows, worst
 
 
-def compare_exports(local: Path, cluster: Path) -> int:
-    """Number of export files; raises unless both trees hold the same files with the same
-    rows (in any order), the refresh time (each lake's commit time) aside."""
-    names, other = _export_files(local), _export_files(cluster)
+def compare_exports(local: Path, cluster: Path, months: Sequence[str]) -> int:
+    """Number of export files of `months` (<payer>/<YYYY-MM>/...); raises unless both trees
+    hold the same such files with the same rows (in any order), the refresh time (each
+    lake's commit time) aside."""
+    names, other = _export_files(local, months), _export_files(cluster, months)
+    if len(_export_files(cluster)) != len(other):
+        raise ClusterTestError(f"the cluster exported months besides {list(months)}")
     if not names:
         raise ClusterTestError(f"local mode exported nothing to {local}")
     if names != other:
@@ -609,13 +620,19 @@ def compare_exports(local: Path, cluster: Path) -> int:
     return len(names)
 
 
-def _export_files(root: Path) -> list[str]:
-    """The customer files under an export root: not the manifest (a Delta table whose
-    file names are random) nor a staging folder."""
+def _export_files(root: Path, months: Sequence[str] | None = None) -> list[str]:
+    """The customer files (of `months`, default all) under an export root: not the
+    manifest (a Delta table whose file names are random) nor a staging folder."""
+
+    def wanted(parts: tuple[str, ...]) -> bool:
+        return months is None or (len(parts) == 3 and parts[1] in months)
+
     return sorted(
         str(p.relative_to(root))
         for p in root.rglob("*")
-        if p.is_file() and not p.relative_to(root).parts[0].startswith("_")
+        if p.is_file()
+        and not p.relative_to(root).parts[0].startswith("_")
+        and wanted(p.relative_to(root).parts)
     )
 
 
@@ -632,7 +649,48 @@ def _export_rows(path: Path) -> tuple[list[str], list[list[str]]]:
 # -- the whole test -----------------------------------------------------------------------
 
 
-def run(root: Path, work: Path, scale: int, history: int) -> str:
+def local_run(
+    processes: Processes,
+    root: Path,
+    work: Path,
+    config: Path,
+    landing: Path,
+    months: list[str],
+    world: list[str],
+) -> None:
+    """Generates the world (generate's `world` arguments) with the developer .venv, then
+    runs and exports the recipe's months in local mode, in a process of its own."""
+    log(f"generating a world ({' '.join(world)}), running it in local mode")
+    code = (
+        "import sys\n"
+        "from carbon_core.cli import main\n"
+        f"config = {str(config)!r}\n"
+        f"months = {months!r}\n"
+        f"sys.exit(main(['generate', '--config', config, '--out', {str(landing)!r}, "
+        f"*{world!r}])\n"
+        "  or main(['run', '--config', config, *months])\n"
+        "  or main(['export', '--config', config, *months]))\n"
+    )
+    env = dict(os.environ)
+    env.setdefault("CARBONLAKE_DELTA_JARS", str(root / ".cache" / "delta-jars"))
+    env = {k: v for k, v in env.items() if k not in ("PYTHONPATH", "SPARK_HOME")}
+    env[MARKER] = processes.marker
+    processes.run(
+        "local mode", [sys.executable, "-c", code], env, work / "logs" / "local.log", work,
+        timeout=900,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A finished local-mode run: its landing, lake and exports."""
+
+    landing: Path
+    lake: Path
+    exports: Path
+
+
+def run(root: Path, work: Path, scale: int, history: int, reference: Reference | None) -> str:
     started = time.monotonic()
     recipe = read_recipe(root)
     for folder in ("logs", "events", "spark-local", "spark-conf", "local"):
@@ -648,7 +706,7 @@ def run(root: Path, work: Path, scale: int, history: int) -> str:
         ).stdout.strip()
     )  # fmt: skip
     processes = Processes(marker=str(work))
-    landing = work / "landing"
+    landing = reference.landing if reference else work / "landing"
     (checkout / "conf" / "cluster.yaml").write_text(
         _yaml_config(
             master=None,
@@ -675,26 +733,12 @@ def run(root: Path, work: Path, scale: int, history: int) -> str:
     months = _recipe_months(recipe.submit)
     world = _world_months(months, history)
     try:
-        log(f"generating a world (--scale {scale} {' '.join(world)}), running it in local mode")
-        local_code = (
-            "import sys\n"
-            "from carbon_core.cli import main\n"
-            f"config = {str(local_config)!r}\n"
-            f"months = {months!r}\n"
-            f"sys.exit(main(['generate', '--config', config, '--out', {str(landing)!r}, "
-            f"'--scale', '{scale}', *{world!r}])\n"
-            "  or main(['run', '--config', config, *months])\n"
-            "  or main(['export', '--config', config, *months]))\n"
-        )
-        local_env = dict(os.environ)
-        local_env.setdefault("CARBONLAKE_DELTA_JARS", str(root / ".cache" / "delta-jars"))
-        local_env = {k: v for k, v in local_env.items() if k not in ("PYTHONPATH", "SPARK_HOME")}
-        local_env[MARKER] = processes.marker
-        processes.run(
-            "local mode", [sys.executable, "-c", local_code], local_env,
-            work / "logs" / "local.log", work, timeout=900,
-        )  # fmt: skip
+        if reference is None:
+            world_args = ["--scale", str(scale), *world]
+            local_run(processes, root, work, local_config, landing, months, world_args)
         local_seconds = time.monotonic() - started
+        local_lake = reference.lake if reference else work / "local" / "lake"
+        local_exports = reference.exports if reference else work / "local" / "exports"
 
         conf_dir = work / "spark-conf"
         env = _path_first(python_home / "bin", os.environ)
@@ -724,8 +768,10 @@ def run(root: Path, work: Path, scale: int, history: int) -> str:
     per_app = [tasks_per_worker(app, cluster.worker_dirs) for app in apps]
     if min(per_app[0]) == 0:
         raise ClusterTestError(f"the run's tasks per worker are {per_app[0]}: a worker was idle")
-    rows, worst = compare_gold(work / "local" / "lake", work / "cluster" / "lake")
-    files = compare_exports(work / "local" / "exports", work / "cluster" / "exports")
+    run_months = _months_between(months)
+    rows, worst = compare_gold(local_lake, work / "cluster" / "lake", run_months)
+    files = compare_exports(local_exports, work / "cluster" / "exports", run_months)
+    local = "given" if reference else f"{local_seconds:.0f} s"
     run_tasks = ", ".join(str(n) for n in per_app[0])
     export_tasks = ", ".join(str(n) for n in per_app[1])
     gold = ", ".join(f"{name} {count} rows" for name, count in rows.items())
@@ -733,7 +779,7 @@ def run(root: Path, work: Path, scale: int, history: int) -> str:
         f"cluster-test: {WORKERS} executors (tasks: {run_tasks}; export: {export_tasks}), "
         f"gold equals local mode ({gold}, max rel. diff {worst:.1g}), "
         f"{files} export files equal; recipe {cluster_seconds:.0f} s, "
-        f"local mode {local_seconds:.0f} s, total {time.monotonic() - started:.0f} s"
+        f"local mode {local}, total {time.monotonic() - started:.0f} s"
     )
 
 
@@ -744,6 +790,17 @@ def _world_months(run_months: list[str], history: int) -> list[str]:
     year, month = (int(part) for part in run_months[-1].split("-"))
     index = year * 12 + month - 1 - (history - 1)
     return ["--start", f"{index // 12:04d}-{index % 12 + 1:02d}", "--months", str(history)]
+
+
+def _months_between(run_months: list[str]) -> list[str]:
+    """The YYYY-MM months of a --from A --to B pair."""
+    if not run_months:
+        raise ClusterTestError("the recipe's run gives no --from/--to months")
+    first, last = (tuple(int(p) for p in m.split("-")) for m in (run_months[1], run_months[3]))
+    return [
+        f"{index // 12:04d}-{index % 12 + 1:02d}"
+        for index in range(first[0] * 12 + first[1] - 1, last[0] * 12 + last[1])
+    ]
 
 
 def _recipe_months(submit: str) -> list[str]:
@@ -777,12 +834,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--months", type=int, default=3, help="months of the world, ending with the run's"
     )
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
+    parser.add_argument(
+        "--reference",
+        nargs=3,
+        type=Path,
+        metavar=("LANDING", "LAKE", "EXPORTS"),
+        help="a finished local-mode run (covering the recipe's months) to compare with, "
+        "instead of generating and running one",
+    )
     args = parser.parse_args(argv)
+    reference = Reference(*(p.resolve() for p in args.reference)) if args.reference else None
     work = Path(tempfile.mkdtemp(prefix="carbonlake-cluster-test-")).resolve()
     ok = False
     try:
         with _signals_as_exit():
-            summary = run(args.root.resolve(), work, args.scale, args.months)
+            summary = run(args.root.resolve(), work, args.scale, args.months, reference)
         print(summary, flush=True)
         ok = True
         return 0

@@ -13,12 +13,14 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
+import io
 import re
 import sys
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -36,9 +38,18 @@ class Tenancy:
 
     payer_of: dict[str, str]  # account id -> payer account id
     unit_of: dict[str, str]  # account id -> business unit (mapped accounts only)
+    _accounts: dict[str, frozenset[str]] = field(init=False, repr=False, compare=False)
 
-    def accounts_of(self, payer: str) -> set[str]:
-        return {a for a, p in self.payer_of.items() if p == payer}
+    def __post_init__(self) -> None:
+        # One index instead of a scan of every account per file checked.
+        grouped: dict[str, set[str]] = {}
+        for account, payer in self.payer_of.items():
+            grouped.setdefault(payer, set()).add(account)
+        index = {payer: frozenset(accounts) for payer, accounts in grouped.items()}
+        object.__setattr__(self, "_accounts", index)
+
+    def accounts_of(self, payer: str) -> frozenset[str]:
+        return self._accounts.get(payer, frozenset())
 
     def foreign_units(self, payer: str) -> set[str]:
         own = {self.unit_of.get(a) for a in self.accounts_of(payer)}
@@ -59,11 +70,16 @@ def _tokens(text: str) -> set[str]:
     return {token for pattern in _ID_RUNS for token in pattern.findall(text)}
 
 
-def _without_plotly(html: str) -> str:
-    """The page but for the embedded plotly.js bundle (library code, megabytes of it)."""
+@cache
+def _plotly_bundle() -> str:
     from plotly.offline import get_plotlyjs
 
-    return html.replace(get_plotlyjs(), "", 1)
+    return get_plotlyjs()
+
+
+def _without_plotly(html: str) -> str:
+    """The page but for the embedded plotly.js bundle (library code, megabytes of it)."""
+    return html.replace(_plotly_bundle(), "", 1)
 
 
 def export_leaks(tenancy: Tenancy, files: Iterable[Path]) -> list[str]:
@@ -73,14 +89,15 @@ def export_leaks(tenancy: Tenancy, files: Iterable[Path]) -> list[str]:
         payer = file.parts[-3]
         own = tenancy.accounts_of(payer)
         with file.open(newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
+            text = handle.read()
+        rows = list(csv.DictReader(io.StringIO(text, newline="")))
         payers = {r["payer_account_id"] for r in rows}
         if payers - {payer}:
             leaks.append(f"{file}: rows of payers {sorted(payers - {payer})}")
         usage = {r["usage_account_id"] for r in rows} - own
         if usage:
             leaks.append(f"{file}: rows of accounts {sorted(usage)}")
-        shown = _tokens(file.read_text(encoding="utf-8")) & (set(tenancy.payer_of) - own)
+        shown = (_tokens(text) & tenancy.payer_of.keys()) - own
         if shown:
             leaks.append(f"{file}: names accounts {sorted(shown)}")
     return leaks
@@ -94,7 +111,7 @@ def report_leaks(tenancy: Tenancy, pages: Iterable[Path]) -> list[str]:
     for page in pages:
         payer = page.name.removesuffix(".html")
         html = _without_plotly(page.read_text(encoding="utf-8"))
-        shown = _tokens(html) & (set(tenancy.payer_of) - tenancy.accounts_of(payer))
+        shown = (_tokens(html) & tenancy.payer_of.keys()) - tenancy.accounts_of(payer)
         if shown:
             leaks.append(f"{page}: names accounts {sorted(shown)}")
         units = [

@@ -23,8 +23,9 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from carbon_core import schemas
+from carbon_core.config import IngestSettings
 from carbon_core.errors import InputError, InvariantError
-from carbon_core.ingest import INGEST_ORDER, IngestReport, ingest_landing, read_bronze
+from carbon_core.ingest import INGEST_ORDER, IngestReport, ingest_landing, ledger, read_bronze
 from carbon_core.ingest import bronze as bronze_module
 from carbon_core.ingest.landing import SOURCE_FILE, read_landing
 from carbon_core.ingest.rules import (
@@ -476,9 +477,14 @@ def test_counts_per_dataset_rows_in_equals_bronze_plus_quarantine(spark, ingeste
         assert rows_in == bronze + quarantined, name
         assert read_bronze(spark, ingested.lake, name).count() == bronze, name
         assert _quarantine(spark, ingested.lake, name).count() == quarantined, name
-    assert [line.split(":")[0] for line in ingested.logs] == [f"ingest {n}" for n in INGEST_ORDER]
+    # one line per dataset as it is done, wave by wave; the report in INGEST_ORDER
+    waves = bronze_module.ingest_waves(INGEST_ORDER)
+    assert [line.split(":")[0] for line in ingested.logs] == [
+        f"ingest {n}" for wave in waves for n in wave
+    ]
+    assert [r.dataset for r in ingested.report.datasets] == list(INGEST_ORDER)
     assert re.fullmatch(
-        r"ingest usage: 2 files, 12 in, 4 bronze, 8 quarantined, \d+\.\d s", ingested.logs[6]
+        r"ingest usage: 2 files, 12 in, 4 bronze, 8 quarantined, \d+\.\d s", ingested.logs[-1]
     )
 
 
@@ -919,3 +925,61 @@ def test_keys_that_differ_only_in_the_case_of_a_code_are_duplicates(spark, tmp_p
     assert [(r.reason, r.raw.startswith('{"country_code":"us"')) for r in quarantine.collect()] == [
         ("duplicate key", True)
     ]
+
+
+def test_waves_hold_parents_first_small_datasets_together_and_hourly_ones_alone() -> None:
+    assert bronze_module.ingest_waves(INGEST_ORDER) == [
+        ["clusters", "accounts", "electricity_prices"],
+        ["sites", "service_catalog", "business_units"],
+        ["racks", "utility_invoices", "fuel_records", "energy_contracts", "site_water"],
+        ["rack_telemetry"],
+        ["usage"],
+    ]
+    waves = bronze_module.ingest_waves(INGEST_ORDER)
+    assert sorted(n for w in waves for n in w) == sorted(INGEST_ORDER)
+    for position, wave in enumerate(waves):
+        before = {n for w in waves[:position] for n in w}
+        assert all(p in before for n in wave for p in PARENTS[n])
+    # a parent outside the selection is bronze already: its children need not wait
+    assert bronze_module.ingest_waves(["sites", "usage", "racks"]) == [
+        ["sites"],
+        ["racks"],
+        ["usage"],
+    ]
+    assert bronze_module.ingest_waves(["usage", "accounts"]) == [["accounts"], ["usage"]]
+
+
+@pytest.mark.parametrize("parallel", [1, 2])
+def test_a_failing_dataset_of_a_wave_keeps_its_siblings_recorded(spark, tmp_path, parallel):
+    # clusters, accounts and electricity_prices form the first wave; accounts fails.
+    landing, lake = tmp_path / "landing", tmp_path / "lake"
+    files = {
+        "clusters/c.csv": "cluster_id,kind,launch_date\nc1,region,2020-01-01\n",
+        "accounts/a.csv": "\naccount_id,payer_account_id\n",
+        "electricity_prices/p.csv": (
+            "country_code,subdivision_code,year,price_per_kwh,currency\nUS,,2024,0.1,USD\n"
+        ),
+    }
+    for name, text in files.items():
+        (landing / name).parent.mkdir(parents=True, exist_ok=True)
+        (landing / name).write_text(text)
+    gates = IngestSettings(parallel_datasets=parallel)
+    settings = [bronze_module.CSV_COLUMN_PRUNING, bronze_module.ADAPTIVE_EXECUTION]
+    before = [spark.conf.get(key, None) for key in settings]
+    with pytest.raises(InputError, match=re.escape(str(landing / "accounts"))):
+        ingest_landing(
+            spark,
+            landing,
+            lake,
+            reference=_reference(spark),
+            datasets=["clusters", "accounts", "electricity_prices"],
+            log=None,
+            gates=gates,
+        )
+    recorded = ledger.read_ledger(spark, str(lake))
+    assert [e.bronze_rows for e in recorded["clusters"].values()] == [1]
+    assert "accounts" not in recorded
+    # one at a time, the datasets after the failure were not started
+    assert ("electricity_prices" in recorded) == (parallel > 1)
+    # the settings a wave holds are the session's own again
+    assert [spark.conf.get(key, None) for key in settings] == before

@@ -1,11 +1,12 @@
 """Landing -> bronze + quarantine, file by file through the ledger (ingest/ledger.py).
 
-Datasets are processed parents first (INGEST_ORDER), and each child's foreign
-keys are checked against the bronze tables its parents hold, so bronze is
-referentially consistent. An ingest takes only the files the ledger has not taken:
-new files add their rows, a corrected file replaces exactly its own rows (bronze and
-quarantine's `stage = 'ingest'` rows, one commit each), so ingesting the same files
-again changes nothing, and rows that later stages quarantined are never touched.
+Datasets are processed parents first (INGEST_ORDER; independent small datasets side by
+side, ingest_waves), and each child's foreign keys are checked against the bronze
+tables its parents hold, so bronze is referentially consistent. An ingest takes only
+the files the ledger has not taken: new files add their rows, a corrected file replaces
+exactly its own rows (bronze and quarantine's `stage = 'ingest'` rows, one commit each),
+so ingesting the same files again changes nothing, and rows that later stages
+quarantined are never touched.
 A lake without a ledger is rebuilt whole once (docs/operations.md §4.5).
 """
 
@@ -17,10 +18,11 @@ import datetime as dt
 import math
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
-from pyspark import StorageLevel
+from pyspark import StorageLevel, inheritable_thread_target
 from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 
@@ -61,7 +63,7 @@ from carbon_core.lake import (
 from carbon_core.lake.delta_io import months_predicate, sql_text, table_partitioning
 from carbon_core.reference import ReferenceTables
 from carbon_core.schemas import Dataset
-from carbon_core.session import label_jobs, temporary_conf
+from carbon_core.session import is_connect, label_jobs, temporary_conf
 
 INGEST_STAGE = "ingest"
 INGEST_STAGE_PREDICATE = f"stage = '{INGEST_STAGE}'"
@@ -780,40 +782,45 @@ def ingest_landing(
     """Ingest landing datasets (all, or the named ones) into bronze and quarantine, parents first.
 
     A dataset whose parents are not in the run is checked against the parents'
-    existing bronze tables (InputError when there are none).
+    existing bronze tables (InputError when there are none). Datasets whose parents are
+    done are ingested side by side, up to `gates.parallel_datasets` at a time
+    (ingest_waves).
     """
     ingested_at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     run_id = run_id or f"ingest-{ingested_at:%Y%m%dT%H%M%SZ}"
     reports: list[DatasetReport] = []
     known = ledger.read_ledger(spark, str(lake))
+    workers = (gates or IngestSettings()).parallel_datasets
 
     def record_ledger() -> None:  # one ledger commit for the whole ingest
         ledger.record(spark, str(lake), [e for r in reports for e in r.ledger_entries])
 
+    def ingest(name: str) -> DatasetReport:
+        with _planning_for(spark, name):
+            return ingest_dataset(
+                spark,
+                str(landing),
+                str(lake),
+                schemas.DATASETS_BY_NAME[name],
+                reference=reference,
+                ingested_at=ingested_at,
+                run_id=run_id,
+                known=known.get(name, {}),
+                record_ledger=False,
+                gates=gates,
+            )
+
     try:
-        for name in _ordered(datasets):
-            with _planning_for(spark, name):
-                report = ingest_dataset(
-                    spark,
-                    str(landing),
-                    str(lake),
-                    schemas.DATASETS_BY_NAME[name],
-                    reference=reference,
-                    ingested_at=ingested_at,
-                    run_id=run_id,
-                    known=known.get(name, {}),
-                    record_ledger=False,
-                    gates=gates,
-                )
-            if log is not None:
-                log(report.line())
-                for file, original in report.duplicates:
-                    log(f"  duplicate file not ingested: {file} repeats {original}")
-                for file in report.changed:
-                    log(f"  changed file, its rows replaced: {file}")
-                for file, reason in report.skipped:
-                    log(f"  skipped file, not read: {file}: {reason}")
-            reports.append(report)
+        for wave in ingest_waves(_ordered(datasets)):
+            outcomes = _ingest_wave(spark, wave, ingest, workers=workers)
+            for outcome in outcomes:
+                if isinstance(outcome, DatasetReport):
+                    if log is not None:
+                        _log_dataset(outcome, log)
+                    reports.append(outcome)
+            for outcome in outcomes:  # the first failure in the wave's order
+                if isinstance(outcome, BaseException):
+                    raise outcome
     except BaseException:
         # The datasets committed before the failing one (which put its own tables back)
         # are still recorded; if even that fails, the next ingest takes their files again
@@ -822,8 +829,93 @@ def ingest_landing(
             record_ledger()
         raise
     record_ledger()
-    ingest = IngestReport(ingested_at=ingested_at, datasets=tuple(reports))
-    if log is not None and ingest.rerun_months:
-        months = ", ".join(f"{m:%Y-%m}" for m in ingest.rerun_months)
+    order = {name: i for i, name in enumerate(INGEST_ORDER)}
+    reports.sort(key=lambda r: order[r.dataset])
+    result = IngestReport(ingested_at=ingested_at, datasets=tuple(reports))
+    if log is not None and result.rerun_months:
+        months = ", ".join(f"{m:%Y-%m}" for m in result.rerun_months)
         log(f"ingest: changed files touch months {months}: run them again")
-    return ingest
+    return result
+
+
+def _log_dataset(report: DatasetReport, log: Callable[[str], None]) -> None:
+    log(report.line())
+    for file, original in report.duplicates:
+        log(f"  duplicate file not ingested: {file} repeats {original}")
+    for file in report.changed:
+        log(f"  changed file, its rows replaced: {file}")
+    for file, reason in report.skipped:
+        log(f"  skipped file, not read: {file}: {reason}")
+
+
+def ingest_waves(names: Sequence[str]) -> list[list[str]]:
+    """The datasets in waves, each after the waves holding its parents: the small
+    datasets whose parents are done go together; an hourly dataset goes alone, after
+    them, so that at most one large scan runs at a time. A parent outside `names` is
+    done already (its bronze is read)."""
+    selected = set(names)
+    done: set[str] = set()
+    remaining = list(names)
+    waves: list[list[str]] = []
+    while remaining:
+        ready = [n for n in remaining if all(p in done or p not in selected for p in PARENTS[n])]
+        small = [n for n in ready if n not in schemas.MONTH_PARTITIONED]
+        wave = small or ready[:1]
+        waves.append(wave)
+        done.update(wave)
+        remaining = [n for n in remaining if n not in done]
+    return waves
+
+
+def _ingest_wave(
+    spark: SparkSession,
+    wave: Sequence[str],
+    ingest: Callable[[str], DatasetReport],
+    *,
+    workers: int,
+) -> list[DatasetReport | BaseException]:
+    """Each dataset's report or failure, in the wave's order. The datasets run side by
+    side in up to `workers` threads of the one session (a small dataset's ingest is
+    mostly per-job latency, not work), each to its end. One at a time, the datasets
+    after a failure are not started."""
+    if workers <= 1 or len(wave) == 1:
+        outcomes: list[DatasetReport | BaseException] = []
+        for name in wave:
+            try:
+                outcomes.append(ingest(name))
+            except BaseException as error:  # raised by the caller, after the reports
+                outcomes.append(error)
+                break
+        return outcomes
+    # The session-wide settings the ingest toggles, held for the whole wave: a thread
+    # putting them back must not change them under another thread's query.
+    small = [n for n in wave if n not in schemas.MONTH_PARTITIONED]
+    with contextlib.ExitStack() as held:
+        held.enter_context(_whole_csv_lines(spark))
+        if small:
+            held.enter_context(_planning_for(spark, small[0]))
+        pool = ThreadPoolExecutor(max_workers=min(workers, len(wave)))
+        try:
+            futures = [pool.submit(_in_thread(spark, ingest), name) for name in wave]
+            return [_outcome(f) for f in futures]
+        finally:
+            # An interrupt here starts no further dataset; the running ones end first.
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _in_thread(
+    spark: SparkSession, ingest: Callable[[str], DatasetReport]
+) -> Callable[[str], DatasetReport]:
+    """ingest, run in a pool thread with the calling thread's Spark local properties; a
+    Spark Connect session's tags are thread-local and label_jobs sets the thread's own."""
+    if is_connect(spark):
+        return ingest
+    wrap: Callable[[Callable[[str], DatasetReport]], Callable[[str], DatasetReport]]
+    wrap = inheritable_thread_target(spark)
+    return wrap(ingest)
+
+
+def _outcome(future: Future[DatasetReport]) -> DatasetReport | BaseException:
+    """The dataset's report or its failure; an interrupt of the waiting thread is raised."""
+    error = future.exception()
+    return future.result() if error is None else error

@@ -264,7 +264,7 @@ def _add_business_units(
         all_months = _small(agg.bu_monthly_totals(bu_monthly))
     else:
         # bu_monthly carries no payer, so a payer's rollup comes from its own account rows.
-        if optional_table(spark, lake, tables.BU_MONTHLY) is None:
+        if not table_exists(spark, tables.BU_MONTHLY.uri(lake)):
             return
         business_units = optional_table(spark, lake, tables.bronze("business_units"))
         if business_units is None:

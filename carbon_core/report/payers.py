@@ -119,7 +119,7 @@ class _LakeContext:
         self.benchmarks = optional_table(spark, lake, tables.REGION_BENCHMARKS)
         self.forecast = optional_table(spark, lake, tables.FORECAST)
         self.backtest = optional_table(spark, lake, tables.FORECAST_BACKTEST)
-        self.has_bu_monthly = optional_table(spark, lake, tables.BU_MONTHLY) is not None
+        self.has_bu_monthly = table_exists(spark, tables.BU_MONTHLY.uri(lake))
         units = optional_table(spark, lake, tables.bronze("business_units"))
         self.business_units = (
             units if units is not None else spark.createDataFrame([], schemas.BUSINESS_UNITS.schema)
