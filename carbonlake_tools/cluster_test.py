@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import datetime as dt
 import hashlib
 import json
 import os
@@ -606,8 +607,9 @@ def compare_exports(local: Path, cluster: Path, months: Sequence[str]) -> int:
     """Number of export files of `months` (<payer>/<YYYY-MM>/...); raises unless both trees
     hold the same such files with the same rows (in any order), the refresh time (each
     lake's commit time) aside."""
-    names, other = _export_files(local, months), _export_files(cluster, months)
-    if len(_export_files(cluster)) != len(other):
+    everything = _export_files(cluster)
+    names, other = _of_months(_export_files(local), months), _of_months(everything, months)
+    if len(everything) != len(other):
         raise ClusterTestError(f"the cluster exported months besides {list(months)}")
     if not names:
         raise ClusterTestError(f"local mode exported nothing to {local}")
@@ -620,20 +622,19 @@ def compare_exports(local: Path, cluster: Path, months: Sequence[str]) -> int:
     return len(names)
 
 
-def _export_files(root: Path, months: Sequence[str] | None = None) -> list[str]:
-    """The customer files (of `months`, default all) under an export root: not the
-    manifest (a Delta table whose file names are random) nor a staging folder."""
-
-    def wanted(parts: tuple[str, ...]) -> bool:
-        return months is None or (len(parts) == 3 and parts[1] in months)
-
+def _export_files(root: Path) -> list[str]:
+    """The customer files under an export root: not the manifest (a Delta table whose
+    file names are random) nor a staging folder."""
     return sorted(
         str(p.relative_to(root))
         for p in root.rglob("*")
-        if p.is_file()
-        and not p.relative_to(root).parts[0].startswith("_")
-        and wanted(p.relative_to(root).parts)
+        if p.is_file() and not p.relative_to(root).parts[0].startswith("_")
     )
+
+
+def _of_months(names: list[str], months: Sequence[str]) -> list[str]:
+    """The export files (<payer>/<YYYY-MM>/<file>) of `months`."""
+    return [n for n in names if len(Path(n).parts) == 3 and Path(n).parts[1] in months]
 
 
 def _export_rows(path: Path) -> tuple[list[str], list[list[str]]]:
@@ -794,13 +795,12 @@ def _world_months(run_months: list[str], history: int) -> list[str]:
 
 def _months_between(run_months: list[str]) -> list[str]:
     """The YYYY-MM months of a --from A --to B pair."""
+    from carbon_core.calendar import month_range
+
     if not run_months:
         raise ClusterTestError("the recipe's run gives no --from/--to months")
-    first, last = (tuple(int(p) for p in m.split("-")) for m in (run_months[1], run_months[3]))
-    return [
-        f"{index // 12:04d}-{index % 12 + 1:02d}"
-        for index in range(first[0] * 12 + first[1] - 1, last[0] * 12 + last[1])
-    ]
+    first, last = (dt.date.fromisoformat(f"{m}-01") for m in (run_months[1], run_months[3]))
+    return [f"{month:%Y-%m}" for month in month_range(first, last)]
 
 
 def _recipe_months(submit: str) -> list[str]:

@@ -888,12 +888,9 @@ def _ingest_wave(
                 break
         return outcomes
     # The session-wide settings the ingest toggles, held for the whole wave: a thread
-    # putting them back must not change them under another thread's query.
-    small = [n for n in wave if n not in schemas.MONTH_PARTITIONED]
-    with contextlib.ExitStack() as held:
-        held.enter_context(_whole_csv_lines(spark))
-        if small:
-            held.enter_context(_planning_for(spark, small[0]))
+    # putting them back must not change them under another thread's query. A wave of
+    # more than one holds small datasets only (ingest_waves), which share both settings.
+    with _whole_csv_lines(spark), _planning_for(spark, wave[0]):
         pool = ThreadPoolExecutor(max_workers=min(workers, len(wave)))
         try:
             futures = [pool.submit(_in_thread(spark, ingest), name) for name in wave]
