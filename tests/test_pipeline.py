@@ -110,6 +110,44 @@ def test_bu_monthly_adds_up_to_account_emissions_and_keeps_unmapped_accounts(wor
     assert unmapped.where(F.col("total_mbm_kg") > 0).count() > 0
 
 
+def test_the_generated_world_is_physically_plausible(world, spark):
+    """PUE, WUE, unused capacity and scope shares in published ranges (docs/sample-world.md)."""
+    config, _, _ = world
+    efficiency = tables.read_lake_table(spark, config.lake, tables.CLUSTER_EFFICIENCY)
+    bounds = (
+        efficiency.where(F.col("pue").isNotNull())
+        .agg(
+            F.min("pue").alias("pue_min"),
+            F.max("pue").alias("pue_max"),
+            F.min("wue_l_per_kwh").alias("wue_min"),
+            F.max("wue_l_per_kwh").alias("wue_max"),
+            F.count(F.lit(1)).alias("cluster_months"),
+        )
+        .first()
+    )
+    assert bounds["cluster_months"] >= 20
+    assert bounds["pue_min"] >= 1.04 and bounds["pue_max"] <= 1.45, bounds
+    assert bounds["wue_min"] >= 0.01 and bounds["wue_max"] <= 3.0, bounds
+
+    racks = tables.read_lake_table(spark, config.lake, tables.RACK_UTILISATION).where(
+        F.col("product_code").isNotNull()
+    )
+    unused = racks.agg(
+        (F.sum(F.col("energy_kwh") * (1 - F.col("used_share"))) / F.sum("energy_kwh")).alias("u")
+    ).first()["u"]
+    assert 0.20 <= unused <= 0.40, unused
+
+    quantities = ("scope1_kg", "scope2_lbm_kg", "scope3_kg")
+    both = tables.read_lake_table(spark, config.lake, tables.ACCOUNT_EMISSIONS).select(*quantities)
+    both = both.unionByName(
+        tables.read_lake_table(spark, config.lake, tables.UNALLOCATED).select(*quantities)
+    )
+    sums = both.agg(*[F.sum(q).alias(q) for q in quantities]).first()
+    total = sum(sums[q] for q in quantities)
+    assert 0 < sums["scope1_kg"] / total <= 0.05, sums
+    assert 0.05 <= sums["scope3_kg"] / total <= 0.30, sums
+
+
 def _snapshot(spark, lake):
     return {t.name: table_version(spark, t.uri(lake)) for t in tables.MONTHLY_TABLES}
 

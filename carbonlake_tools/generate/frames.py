@@ -278,12 +278,13 @@ def racks_frame(gids: DataFrame, sites: DataFrame, plan: WorldPlan, seed: int) -
     )
     unit = unit.when(is_storage, F.lit(CAPACITY_UNITS[S3]))
     embodied = (
-        F.when(is_compute, F.lit(15_000.0) + F.lit(15_000.0) * F.col("u_emb"))
-        .when(is_storage, F.lit(18_000.0) + F.lit(5_000.0) * F.col("u_emb"))
+        F.when(is_compute, F.lit(25_000.0) + F.lit(15_000.0) * F.col("u_emb"))
+        .when(is_storage, F.lit(20_000.0) + F.lit(10_000.0) * F.col("u_emb"))
         .otherwise(F.lit(4_000.0) + F.lit(2_000.0) * F.col("u_emb"))
     )
-    base_util = F.when(is_storage, F.lit(0.5) + F.lit(0.3) * F.col("u_util")).otherwise(
-        F.lit(0.35) + F.lit(0.4) * F.col("u_util")
+    # Mean utilisation near 0.7 leaves 20-40 % of rack energy as unused capacity.
+    base_util = F.when(is_storage, F.lit(0.62) + F.lit(0.25) * F.col("u_util")).otherwise(
+        F.lit(0.55) + F.lit(0.35) * F.col("u_util")
     )
     idle_kw = (
         F.when(is_compute, F.lit(6.0) + F.lit(2.0) * F.col("u_kw"))

@@ -27,6 +27,18 @@ EDGE_SITE_WEIGHT = 0.25
 PRELAUNCH_SITE_WEIGHT = 0.5
 BIG_SITE_WEIGHT = 2.0
 
+# Design PUE of generated sites. AWS reports a 2024 global PUE of 1.15, best sites at
+# 1.04 (Europe), 1.05 (Americas) and 1.07 (Asia Pacific), and 1.25 as the public-cloud
+# average (docs/sample-world.md); invoices deviate by at most -3 %..+5 % from
+# IT x design PUE, so designs in [1.08, 1.36] keep every cluster-month in 1.04..1.45.
+MIN_DESIGN_PUE = 1.08
+MAX_DESIGN_PUE = 1.36
+EDGE_DESIGN_PUE = 1.32  # colocation PoPs: the landlord's cooling, less efficient
+# The sites' building embodied carbon is given for a hall of this many rack positions and
+# scaled to the racks a world gives the site, so that buildings weigh what they do in real
+# footprints (a few % of the total) however few racks a small world has.
+BUILDING_RACK_POSITIONS = 500
+
 # --- clusters -----------------------------------------------------------------
 
 KIND_REGION = "region"
@@ -143,7 +155,7 @@ class Site:
     latitude: float | None
     longitude: float | None
     design_pue: float
-    building_embodied_kgco2e: float
+    building_embodied_kgco2e: float  # of a BUILDING_RACK_POSITIONS building; scaled to n_racks
     building_in_service_date: dt.date | None
     weight: float = 1.0
     min_racks: int = MIN_RACKS_PER_SITE
@@ -159,8 +171,8 @@ class Site:
     fuel: str = "full"  # full | previous_only | none
     gas_unit: str = "therm"
     water: bool = True
-    wue_l_per_kwh: float = 0.4
-    base_load_kw: float = 25.0  # offices, lighting, losses outside the racks
+    wue_l_per_kwh: float = 0.15  # AWS's 2024 global WUE, L/kWh of IT energy
+    base_load_kw: float = 0.0  # kW drawn besides the racks (lights, security of a dark hall)
     n_racks: int = 0
     rack_offset: int = 0
 
@@ -301,14 +313,14 @@ def _anchor_sites() -> list[Site]:
             "20147",
             39.0438,
             -77.4874,
-            1.15,
+            1.13,
             42_000_000.0,
             d(2009, 5, 1),
             weight=BIG_SITE_WEIGHT,
             min_racks=LIFECYCLE_SITE_RACKS,
             lifecycle_demo=True,
             meters=(0.7, 0.3),  # two meters, two invoice streams that add up
-            wue_l_per_kwh=0.35,
+            wue_l_per_kwh=0.18,
         ),
         # A subdivision but no country: the country comes from the US-VA prefix.
         Site(
@@ -319,11 +331,11 @@ def _anchor_sites() -> list[Site]:
             "20166",
             38.9807,
             -77.4312,
-            1.2,
+            1.16,
             30_000_000.0,
             d(2013, 9, 1),
             billing_day=8,
-            wue_l_per_kwh=0.3,
+            wue_l_per_kwh=0.15,
         ),
         # Decommissioned: every rack retired, the building still draws some power.
         Site(
@@ -340,7 +352,7 @@ def _anchor_sites() -> list[Site]:
             decommissioned=True,
             fuel="none",
             water=False,
-            base_load_kw=60.0,
+            base_load_kw=2.0,
         ),
         # Fuel records for earlier years only: Scope 1 of the latest year is provisional.
         Site(
@@ -351,12 +363,12 @@ def _anchor_sites() -> list[Site]:
             "43215",
             39.9612,
             -82.9988,
-            1.17,
+            1.12,
             35_000_000.0,
             d(2016, 6, 1),
             fuel="previous_only",
             gas_unit="scf",
-            wue_l_per_kwh=0.25,
+            wue_l_per_kwh=0.12,
         ),
         # ZIP+4; and a missing invoice in the middle (gap filled from telemetry).
         Site(
@@ -367,7 +379,7 @@ def _anchor_sites() -> list[Site]:
             "43026-1234",
             40.0334,
             -83.1582,
-            1.14,
+            1.1,
             28_000_000.0,
             d(2018, 2, 1),
             invoice_gap=True,
@@ -381,7 +393,7 @@ def _anchor_sites() -> list[Site]:
             "95112",
             37.3541,
             -121.9552,
-            1.25,
+            1.2,
             26_000_000.0,
             d(2010, 4, 1),
             invoice_mode="mixed",
@@ -395,7 +407,7 @@ def _anchor_sites() -> list[Site]:
             "97818",
             45.8399,
             -119.7006,
-            1.1,
+            1.08,
             40_000_000.0,
             d(2011, 5, 1),
             billing_day=1,  # this utility bills calendar months
@@ -410,10 +422,11 @@ def _anchor_sites() -> list[Site]:
             "H4S 1R7",
             45.5017,
             -73.5673,
-            1.12,
+            1.1,
             25_000_000.0,
             d(2016, 8, 1),
             zero_energy_first_month=True,
+            billing_day=1,  # calendar-month bills: the unmetered month is billed at 0 kWh too
             gas_unit="m3",
             wue_l_per_kwh=0.2,
         ),
@@ -425,7 +438,7 @@ def _anchor_sites() -> list[Site]:
             "60314",
             50.1109,
             8.6821,
-            1.2,
+            1.12,
             33_000_000.0,
             d(2014, 6, 1),
             invoice_mode="amount",
@@ -440,7 +453,7 @@ def _anchor_sites() -> list[Site]:
             "D24 X2F8",
             53.3498,
             -6.2603,
-            1.13,
+            1.08,
             31_000_000.0,
             d(2008, 1, 1),
             gas_unit="m3",
@@ -454,13 +467,13 @@ def _anchor_sites() -> list[Site]:
             "135-0061",
             35.6762,
             139.6503,
-            1.3,
+            1.22,
             29_000_000.0,
             d(2011, 1, 1),
             invoice_mode="amount",
             billing_day=22,
             gas_unit="m3",
-            wue_l_per_kwh=0.5,
+            wue_l_per_kwh=0.3,
         ),
         Site(
             "aps2-syd-a",
@@ -470,7 +483,7 @@ def _anchor_sites() -> list[Site]:
             "2015",
             -33.8688,
             151.2093,
-            1.35,
+            1.24,
             27_000_000.0,
             d(2012, 8, 1),
             invoice_mode="mixed",
@@ -485,7 +498,7 @@ def _anchor_sites() -> list[Site]:
             "06460-040",
             -23.5019,
             -46.8489,
-            1.45,
+            1.32,
             24_000_000.0,
             d(2011, 9, 1),
             invoice_mode="amount",
@@ -500,7 +513,7 @@ def _anchor_sites() -> list[Site]:
             "76246",
             20.5888,
             -100.3899,
-            1.3,
+            1.28,
             22_000_000.0,
             d(2023, 6, 1),
             invoice_mode="amount",
@@ -516,7 +529,7 @@ def _anchor_sites() -> list[Site]:
             "14471",
             52.3906,
             13.0645,
-            1.2,
+            1.14,
             20_000_000.0,
             d(2024, 3, 1),
             weight=PRELAUNCH_SITE_WEIGHT,
@@ -524,7 +537,7 @@ def _anchor_sites() -> list[Site]:
             fuel="none",
             gas_unit="m3",
         ),
-        # Edge PoPs (colocation): CloudFront racks, no water data.
+        # Edge PoPs (colocation): CloudFront racks; some landlords report no water.
         # A ZIP that lost its leading zero (Boston 02110).
         Site(
             "edge-bos-a",
@@ -534,15 +547,14 @@ def _anchor_sites() -> list[Site]:
             "2110",
             42.3601,
             -71.0589,
-            1.4,
+            1.32,
             0.0,
             d(2015, 1, 1),
             weight=EDGE_SITE_WEIGHT,
             compute_product=CLOUDFRONT,
             has_storage=False,
             fuel="none",
-            water=False,
-            base_load_kw=3.0,
+            wue_l_per_kwh=0.05,  # the landlord reports the hall's water
         ),
         # Only coordinates (London): codes derived offline; no building date (no Scope 3).
         Site(
@@ -553,7 +565,7 @@ def _anchor_sites() -> list[Site]:
             None,
             51.5072,
             -0.1276,
-            1.35,
+            1.3,
             0.0,
             None,
             weight=EDGE_SITE_WEIGHT,
@@ -561,7 +573,6 @@ def _anchor_sites() -> list[Site]:
             has_storage=False,
             fuel="none",
             water=False,
-            base_load_kw=3.0,
         ),
         # No invoice at all: energy entirely from telemetry x design PUE.
         Site(
@@ -572,7 +583,7 @@ def _anchor_sites() -> list[Site]:
             "100-0005",
             35.6812,
             139.7671,
-            1.4,
+            1.33,
             0.0,
             d(2016, 1, 1),
             weight=EDGE_SITE_WEIGHT,
@@ -581,7 +592,6 @@ def _anchor_sites() -> list[Site]:
             invoice_mode="none",
             fuel="none",
             water=False,
-            base_load_kw=3.0,
         ),
         Site(
             "edge-fra-b",
@@ -591,15 +601,14 @@ def _anchor_sites() -> list[Site]:
             "60549",
             50.0379,
             8.5622,
-            1.35,
+            1.3,
             0.0,
             d(2014, 1, 1),
             weight=EDGE_SITE_WEIGHT,
             compute_product=CLOUDFRONT,
             has_storage=False,
             fuel="none",
-            water=False,
-            base_load_kw=3.0,
+            wue_l_per_kwh=0.04,  # the landlord reports the hall's water
         ),
     ]
 
@@ -619,6 +628,11 @@ _EXTRA_EDGE: tuple[tuple[str, str, str, str, float, float], ...] = (
     ("edge-gru-a", "BR", "BR-SP", "04543-907", -23.5880, -46.6860),
     ("edge-bom-a", "IN", "IN-MH", "400051", 19.0596, 72.8295),
 )
+
+
+def _near_pue(design_pue: float, offset: float) -> float:
+    """A sibling site's design PUE: the region's anchor plus an offset, kept in range."""
+    return round(min(MAX_DESIGN_PUE, max(MIN_DESIGN_PUE, design_pue + offset)), 2)
 
 
 def _extra_sites(anchors: list[Site], scale: int, seed: int) -> list[Site]:
@@ -645,13 +659,13 @@ def _extra_sites(anchors: list[Site], scale: int, seed: int) -> list[Site]:
                     postal,
                     round(lat + r.uniform(-0.15, 0.15), 4),
                     round(lon + r.uniform(-0.15, 0.15), 4),
-                    round(r.uniform(1.1, 1.4), 2),
+                    _near_pue(template.design_pue, r.uniform(-0.04, 0.04)),
                     round(r.uniform(20e6, 45e6), -3),
                     dt.date(r.randint(2012, 2022), r.randint(1, 12), 1),
                     billing_day=r.choice((1, 8, 15, 22)),
                     invoice_mode=r.choice(("kwh", "kwh", "kwh", "mixed")),
                     gas_unit=template.gas_unit,
-                    wue_l_per_kwh=round(r.uniform(0.1, 1.6), 2),
+                    wue_l_per_kwh=round(template.wue_l_per_kwh * r.uniform(0.6, 1.4), 2),
                 )
             )
     for site_id, country, sub, postal, lat, lon in _EXTRA_EDGE[: int(g)]:
@@ -664,15 +678,14 @@ def _extra_sites(anchors: list[Site], scale: int, seed: int) -> list[Site]:
                 postal,
                 lat,
                 lon,
-                1.4,
+                EDGE_DESIGN_PUE,
                 0.0,
                 dt.date(2017, 1, 1),
                 weight=EDGE_SITE_WEIGHT,
                 compute_product=CLOUDFRONT,
                 has_storage=False,
                 fuel="none",
-                water=False,
-                base_load_kw=3.0,
+                wue_l_per_kwh=0.05,  # the landlord reports the hall's water
             )
         )
     return extra
@@ -687,7 +700,8 @@ def _size_racks(sites: list[Site], scale: int, hours: int) -> list[Site]:
     for s in sites:
         share = 0 if s.decommissioned else round(target * s.weight / weights)
         n = max(s.min_racks, share)
-        sized.append(_replace(s, n_racks=n, rack_offset=offset))
+        building = round(s.building_embodied_kgco2e * n / BUILDING_RACK_POSITIONS, -2)
+        sized.append(_replace(s, n_racks=n, rack_offset=offset, building_embodied_kgco2e=building))
         offset += n
     return sized
 

@@ -562,6 +562,8 @@ FUEL_COLUMNS = (
 SCF_PER_THERM = 96.7
 M3_PER_THERM = 2.74
 _QUARTER_GAS = (1.6, 0.8, 0.5, 1.2)  # heating season first
+DIESEL_GAL_PER_RACK_YEAR = 40.0
+GAS_THERM_PER_RACK_QUARTER = 10.0
 REFRIGERANTS = ("R-410A", "R-134a")
 
 
@@ -601,12 +603,15 @@ def fuel_table(plan: WorldPlan, share: float) -> Table:
             continue
         years = range(plan.start.year - 1, last_year + (0 if site.fuel == "previous_only" else 1))
         for year in years:
-            diesel = (site.n_racks * 6 + 800) * r.uniform(0.8, 1.2)
+            # Fuel and leaks grow with the site's racks: Scope 1 stays near 1-3 % of the
+            # site's footprint (generator tests, heating, refrigerant top-ups).
+            diesel = site.n_racks * DIESEL_GAL_PER_RACK_YEAR * r.uniform(0.8, 1.2)
             add(site, "DSL", dt.date(year, 1, 1), dt.date(year + 1, 1, 1), "diesel", diesel, "gal")
             for q, lo, hi in _quarters(year):
                 if lo >= plan.end:
                     break
-                therm = (site.n_racks * 2 + 300) * _QUARTER_GAS[q] * r.uniform(0.9, 1.1)
+                therm = site.n_racks * GAS_THERM_PER_RACK_QUARTER * _QUARTER_GAS[q]
+                therm *= r.uniform(0.9, 1.1)
                 per_unit = {"therm": 1.0, "scf": SCF_PER_THERM, "m3": M3_PER_THERM}
                 add(
                     site,
@@ -627,13 +632,14 @@ def fuel_table(plan: WorldPlan, share: float) -> Table:
                         day,
                         day + dt.timedelta(days=1),
                         leak,
-                        r.uniform(1.5, 25.0),
+                        site.n_racks * r.uniform(0.02, 0.2),
                         "kg",
                     )
     # A leak inside the first month at the biggest site, whatever the draws above.
     big = plan.sites[0]
     leak_day = plan.start + dt.timedelta(days=9)
-    add(big, "R-410A-SVC", leak_day, leak_day + dt.timedelta(days=1), "R-410A", 12.5, "kg")
+    leak_kg = round(max(1.0, big.n_racks * 0.1), 2)
+    add(big, "R-410A-SVC", leak_day, leak_day + dt.timedelta(days=1), "R-410A", leak_kg, "kg")
     known = fuel_pairs()
     for row in valid:
         if (row["source_type"], row["unit"]) not in known:
@@ -837,7 +843,7 @@ WATER_COLUMNS = ("site_id", "period_start", "period_end", "withdrawal_l")
 
 
 def water_table(plan: WorldPlan, energy: Energy, share: float) -> Table:
-    """The site_water dataset: quarterly withdrawal = WUE x facility energy."""
+    """The site_water dataset: quarterly withdrawal = WUE x IT energy (WUE's definition)."""
     r = rng(plan.seed, "water")
     valid: list[Row] = []
     for site in plan.sites:
@@ -847,7 +853,7 @@ def water_table(plan: WorldPlan, energy: Energy, share: float) -> Table:
             for _, lo, hi in _quarters(year):
                 if hi <= plan.start or lo >= plan.end:
                     continue
-                litres = site.wue_l_per_kwh * energy.facility(site, lo, hi) * r.uniform(0.9, 1.1)
+                litres = site.wue_l_per_kwh * energy.it(site, lo, hi) * r.uniform(0.9, 1.1)
                 valid.append(
                     {
                         "site_id": site.site_id,
