@@ -22,13 +22,20 @@ from carbon_core.lake import tables, write_table
 from carbon_core.report import (
     ReportRequest,
     aggregates,
+    charts,
     gather_payer_reports,
     gather_report_data,
     write_payer_reports,
     write_report,
 )
 from carbon_core.report.browser import find_chromium, render_marks
-from carbon_core.report.data import ReportData, targets_from_progress
+from carbon_core.report.data import (
+    ReportData,
+    TargetProgress,
+    payer_targets,
+    targets_from_progress,
+    with_versions,
+)
 from carbon_core.report.page import FIGURES_ELEMENT_ID, render_html
 
 JAN, FEB, MAR = dt.date(2025, 1, 1), dt.date(2025, 2, 1), dt.date(2025, 3, 1)
@@ -69,6 +76,7 @@ EVERY_CHART = {
     "intensity_1",
     "forecast_mbm",
     "forecast_lbm",
+    "target_0",
     "backtest",
 }
 
@@ -290,7 +298,8 @@ def test_payer_report_holds_only_that_payers_accounts(
     assert _headline(html, "kpi-total-lbm") == pytest.approx(280.0 + 4 * 3.0)
     assert _headline(html, "kpi-total-mbm") == pytest.approx(205.0 + 4 * 3.0)
     assert 'id="kpi-unallocated"' not in html
-    assert "not part of a payer's report" in html
+    # Retail's accounts are all P1's: its target is drawn against Retail's own months.
+    assert f"target path {RETAIL_TARGET.business_unit}" in html
 
 
 # --- without Chromium ---------------------------------------------------------------------
@@ -456,8 +465,67 @@ def test_operator_report_reads_target_progress(operator_data: ReportData) -> Non
     assert retail.status == "no data after the baseline year"
 
 
-def test_payer_report_leaves_operator_targets_out(payer_data: ReportData) -> None:
-    assert payer_data.targets is None
+def test_payer_reports_show_only_targets_of_their_own_business_units(
+    payer_data: ReportData, spark: SparkSession, full_lake: Path, tmp_path: Path
+) -> None:
+    # Retail holds only P1's account P1: P1's report has its target and Retail's months.
+    (retail,) = payer_data.targets
+    assert retail.business_unit == "Retail" and payer_data.shared_target_units == []
+    series = payer_data.target_series
+    assert set(series["business_unit"]) == {"Retail"}
+    assert series["total_mbm_kg"].tolist() == pytest.approx([83.0, 93.0])
+    # P2's accounts are in Research (no target) and unmapped: no target, no Retail.
+    other = gather_report_data(spark, full_lake, ReportRequest(payer=P2))
+    assert other.targets == [] and other.target_series is not None
+    assert other.target_series.empty
+    html = _written(other, tmp_path / "p2.html")
+    assert "Retail" not in html
+    assert "No reduction target covers a business unit whose accounts are all" in html
+
+
+def test_a_payer_sees_no_target_of_a_unit_shared_with_other_payers() -> None:
+    def target(unit: str) -> TargetProgress:
+        return TargetProgress(unit, "lbm", 2025, 2030, 50.0, 1.0, (), None, None, 0, None, None)
+
+    targets = [target("Retail"), target("Media"), target("Research")]
+    unit_payers = {"Retail": ["P1"], "Media": ["P1", "P2"], "Research": ["P2"]}
+    own, shared = payer_targets(targets, unit_payers, "P1")
+    assert [t.business_unit for t in own] == ["Retail"] and shared == ["Media"]
+    own, shared = payer_targets(targets, unit_payers, "P2")
+    assert [t.business_unit for t in own] == ["Research"] and shared == ["Media"]
+    assert payer_targets(targets, unit_payers, "P3") == ([], [])
+
+
+def test_a_target_across_a_methodology_change_is_not_compared() -> None:
+    # Baseline 2024 under v1.0, latest 2025 under v2.0: the jump is the methodology's.
+    base = TargetProgress(
+        "Retail", "mbm", 2024, 2030, 42.0, 1200.0, ((2024, 1200.0), (2025, 1116.0)),
+        2025, 2400.0, 3, 1116.0, False,
+    )  # fmt: skip
+    series = pd.DataFrame(
+        {
+            "month": [dt.date(2024, 11, 1), dt.date(2024, 12, 1), dt.date(2025, 1, 1)],
+            "model_version": ["v1.0", "v1.0", "v2.0"],
+            "business_unit": ["Retail"] * 3,
+            "total_lbm_kg": [100.0, 100.0, 200.0],
+            "total_mbm_kg": [100.0, 100.0, 200.0],
+        }
+    )
+    (versioned,) = with_versions([base], series)
+    assert (versioned.baseline_versions, versioned.latest_versions) == (("v1.0",), ("v2.0",))
+    assert versioned.status == "not comparable: 2024 under v1.0, 2025 under v2.0"
+    assert base.status == "off track"  # without the versions, as gold/target_progress says
+    same = series.assign(model_version="v2.0")
+    assert with_versions([base], same)[0].status == "off track"
+    figure = charts.target_path(series, versioned)
+    names = [trace.name for trace in figure.data]
+    assert names == [
+        "Retail, market-based (v1.0)",
+        "Retail, market-based (v2.0)",
+        "target path Retail: -42 % MBM 2024→2030",
+    ]
+    # The path in monthly equivalents: 1200 / 12 kg = 0.1 t in 2024.
+    assert list(figure.data[2].y) == pytest.approx([0.1, 0.093])
 
 
 def test_target_status_from_gold_target_progress(spark: SparkSession) -> None:

@@ -209,6 +209,28 @@ def payer_bu_monthly_totals(
     return bu_monthly_totals(labelled, by)
 
 
+def business_unit_payers(business_units: DataFrame, accounts: DataFrame) -> DataFrame:
+    """Per business unit: the sorted payers of its accounts (one row per unit)."""
+    mapping = business_units.select("account_id", "business_unit").dropDuplicates(["account_id"])
+    payers = accounts.select("account_id", "payer_account_id").dropDuplicates(["account_id"])
+    return (
+        mapping.join(payers, on="account_id", how="left")
+        .groupBy("business_unit")
+        .agg(F.array_sort(F.collect_set("payer_account_id")).alias("payers"))
+        .orderBy("business_unit")
+    )
+
+
+def target_series(bu_monthly: DataFrame, units: list[str]) -> DataFrame:
+    """Per month, methodology version and business unit of `units`: LBM and MBM totals."""
+    return (
+        bu_monthly.where(F.col("business_unit").isin(units))
+        .groupBy("month", "model_version", "business_unit")
+        .agg(_sum("total_lbm_kg"), _sum("total_mbm_kg"))
+        .orderBy("business_unit", "month", "model_version")
+    )
+
+
 def forecast_by_month(forecast: DataFrame, by: Keys = ()) -> DataFrame:
     """Per forecast month: LBM and MBM with summed interval bounds (a conservative band)."""
     return (

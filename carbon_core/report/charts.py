@@ -245,13 +245,8 @@ def service_intensity(rows: pd.DataFrame, unit: str) -> go.Figure:
     return fig
 
 
-def forecast_fan(
-    history: pd.DataFrame,
-    forecast: pd.DataFrame,
-    targets: list[TargetProgress],
-    basis: str,
-) -> go.Figure:
-    """History, forecast with its interval band, and target paths (monthly equivalents)."""
+def forecast_fan(history: pd.DataFrame, forecast: pd.DataFrame, basis: str) -> go.Figure:
+    """History and the forecast with its interval band."""
     total, lower, upper = f"total_{basis}_kg", f"{basis}_lower_kg", f"{basis}_upper_kg"
     name = "location-based" if basis == "lbm" else "market-based"
     colour = LBM_COLOUR if basis == "lbm" else MBM_COLOUR
@@ -291,15 +286,38 @@ def forecast_fan(
         line={"color": colour, "width": 3},
         name=f"actual ({name})",
     )
-    for index, progress in enumerate(t for t in targets if t.basis == basis and t.path):
+    _layout(fig, height=420, y_title=f"{TONNES} per month")
+    fig.update_xaxes(type="date", tickformat="%b %Y")
+    fig.update_layout(hovermode="x unified")
+    fig.update_yaxes(rangemode="tozero")
+    return fig
+
+
+def target_path(series: pd.DataFrame, progress: TargetProgress) -> go.Figure:
+    """A business unit's own monthly total on the target's basis, one line per methodology
+    version (a change of version is not a change of emissions), and the target path drawn
+    as monthly equivalents of its annual values."""
+    total = f"total_{progress.basis}_kg"
+    basis = "location-based" if progress.basis == "lbm" else "market-based"
+    fig = go.Figure()
+    own = series[series["business_unit"] == progress.business_unit]
+    for index, (version, rows) in enumerate(own.groupby("model_version", sort=True)):
+        fig.add_scatter(
+            x=_months(rows["month"]),
+            y=_tonnes(rows[total]),
+            mode="lines+markers",
+            line={"color": SERIES_COLOURS[index % len(SERIES_COLOURS)], "width": 3},
+            name=f"{progress.business_unit}, {basis} ({version})",
+        )
+    if progress.path:
         fig.add_scatter(
             x=[dt.date(year, 7, 1).isoformat() for year, _ in progress.path],
             y=[kg / 12.0 / KG_PER_TONNE for _, kg in progress.path],
             mode="lines",
-            line={"color": SERIES_COLOURS[(index + 2) % len(SERIES_COLOURS)], "dash": "dash"},
+            line={"color": "#444444", "dash": "dash"},
             name=f"target path {progress.label}",
         )
-    _layout(fig, height=420, y_title=f"{TONNES} per month")
+    _layout(fig, height=360, y_title=f"{TONNES} per month")
     fig.update_xaxes(type="date", tickformat="%b %Y")
     fig.update_layout(hovermode="x unified")
     fig.update_yaxes(rangemode="tozero")

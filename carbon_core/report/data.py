@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,9 @@ class TargetProgress:
     latest_months: int
     latest_path_kg: float | None  # the path in that year
     latest_on_track: bool | None
+    # Methodology versions of the unit's months in the baseline and in the latest year.
+    baseline_versions: tuple[str, ...] = ()
+    latest_versions: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
@@ -64,6 +67,12 @@ class TargetProgress:
             return f"no data for baseline year {self.baseline_year}"
         if self.latest_year is None or self.latest_year <= self.baseline_year:
             return "no data after the baseline year"
+        if self.baseline_versions and self.latest_versions != self.baseline_versions:
+            # A v1.0 baseline against a v2.0 year measures the methodology change.
+            return (
+                f"not comparable: {self.baseline_year} under {' + '.join(self.baseline_versions)}, "
+                f"{self.latest_year} under {' + '.join(self.latest_versions) or 'none'}"
+            )
         if self.latest_on_track is None:
             return "no data"
         return "on track" if self.latest_on_track else "off track"
@@ -91,7 +100,11 @@ class ReportData:
     forecast: pd.DataFrame | None = None
     backtest: pd.DataFrame | None = None
     backtest_medians: pd.DataFrame | None = None
-    targets: list[TargetProgress] | None = None  # None: a payer's report, or no table
+    targets: list[TargetProgress] | None = None  # None: no gold/target_progress
+    # month, model_version, business_unit, total_lbm_kg, total_mbm_kg of the targets' units
+    target_series: pd.DataFrame | None = None
+    # A payer's units with a target that also hold other payers' accounts (not shown).
+    shared_target_units: list[str] = field(default_factory=list)
 
     @property
     def total_lbm_kg(self) -> float:
@@ -150,6 +163,63 @@ def targets_from_progress(progress: pd.DataFrame) -> list[TargetProgress]:
             )
         )
     return found
+
+
+def with_versions(targets: list[TargetProgress], series: pd.DataFrame) -> list[TargetProgress]:
+    """The targets with the methodology versions of their baseline and latest years."""
+    years = pd.to_datetime(series["month"]).dt.year
+
+    def versions(unit: str, year: int | None) -> tuple[str, ...]:
+        if year is None:
+            return ()
+        rows = series[(series["business_unit"] == unit) & (years == year)]
+        return tuple(sorted({str(v) for v in rows["model_version"].dropna()}))
+
+    return [
+        replace(
+            t,
+            baseline_versions=versions(t.business_unit, t.baseline_year),
+            latest_versions=versions(t.business_unit, t.latest_year),
+        )
+        for t in targets
+    ]
+
+
+def payer_targets(
+    targets: list[TargetProgress], unit_payers: dict[str, list[str]], payer: str
+) -> tuple[list[TargetProgress], list[str]]:
+    """The targets of units whose accounts all belong to the payer (their series is the
+    payer's own data), and the payer's other units that have targets (shared with other
+    payers: their totals would show other payers' emissions)."""
+    own = [t for t in targets if unit_payers.get(t.business_unit) == [payer]]
+    shared = {
+        t.business_unit
+        for t in targets
+        if payer in unit_payers.get(t.business_unit, []) and len(unit_payers[t.business_unit]) > 1
+    }
+    return own, sorted(shared)
+
+
+def unit_payers_of(spark: SparkSession, lake: Path | str) -> dict[str, list[str]]:
+    """Business unit -> sorted payers of its accounts (bronze business_units, accounts)."""
+    units = optional_table(spark, lake, tables.bronze("business_units"))
+    accounts = optional_table(spark, lake, tables.bronze("accounts"))
+    if units is None or accounts is None:
+        return {}
+    rows = agg.business_unit_payers(units, accounts).collect()  # one row per unit
+    return {r["business_unit"]: [p for p in r["payers"] if p is not None] for r in rows}
+
+
+def target_series_of(
+    spark: SparkSession, lake: Path | str, targets: list[TargetProgress]
+) -> pd.DataFrame:
+    """Monthly totals per methodology version of the targets' business units."""
+    columns = ["month", "model_version", "business_unit", "total_lbm_kg", "total_mbm_kg"]
+    bu_monthly = optional_table(spark, lake, tables.BU_MONTHLY)
+    units = sorted({t.business_unit for t in targets})
+    if bu_monthly is None or not units:
+        return pd.DataFrame({c: [] for c in columns})
+    return _small(agg.target_series(bu_monthly, units))
 
 
 def _small(df: DataFrame) -> pd.DataFrame:
@@ -242,9 +312,14 @@ def gather_report_data(spark: SparkSession, lake: Path | str, request: ReportReq
         data.backtest = _small(agg.backtest_summary(mine))
         data.backtest_medians = _small(agg.backtest_medians(mine))
     progress = optional_table(spark, lake, tables.TARGET_PROGRESS)
-    # Targets cover whole business units, across payers: only the operator's report has them.
-    if progress is not None and request.payer is None:
-        data.targets = targets_from_progress(_small(progress))
+    if progress is not None:
+        shown = targets_from_progress(_small(progress))
+        if request.payer is not None:
+            shown, data.shared_target_units = payer_targets(
+                shown, unit_payers_of(spark, lake), request.payer
+            )
+        data.target_series = target_series_of(spark, lake, shown)
+        data.targets = with_versions(shown, data.target_series)
     emissions.unpersist()
     return data
 

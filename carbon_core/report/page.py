@@ -198,12 +198,23 @@ def _benchmark_section(data: ReportData) -> Section:
     return section
 
 
+def _shared_units_note(data: ReportData) -> str:
+    if not data.shared_target_units:
+        return ""
+    units = ", ".join(escape(u) for u in data.shared_target_units)
+    return (
+        "<p>Business units with a reduction target that also hold other payers' accounts: "
+        f"{units}. Their progress is in the operator's report.</p>"
+    )
+
+
 def _targets_table(data: ReportData) -> str:
-    if data.payer is not None:
-        return "<p>Reduction targets cover whole business units: not part of a payer's report.</p>"
-    if data.targets is None:
-        return f'<p class="na">Targets: {NOT_AVAILABLE}</p>'
     if not data.targets:
+        if data.payer is not None:
+            return (
+                "<p>No reduction target covers a business unit whose accounts are all this "
+                "payer's.</p>" + _shared_units_note(data)
+            )
         return "<p>No reduction targets configured (config <code>targets</code>).</p>"
     rows = []
     for progress in data.targets:
@@ -232,20 +243,18 @@ def _targets_table(data: ReportData) -> str:
         "Path t/yr",
         "Status",
     ]
-    return "<h3>Targets</h3>" + _table(header, rows)
+    return _table(header, rows) + _shared_units_note(data)
 
 
 def _forecast_section(data: ReportData) -> Section:
     section = Section(
         "forecast",
-        "Forecast and targets",
+        "Forecast",
         "Monthly history (all months in the lake) and the forecast to the horizon with "
-        "its interval band (series' bounds summed: a conservative band). Target paths "
-        "are straight lines from the baseline-year total, drawn as monthly equivalents.",
+        "its interval band (series' bounds summed: a conservative band).",
     )
     if data.forecast is None:
         section.unavailable = NOT_AVAILABLE
-        section.extra_html = _targets_table(data)
         return section
     history = data.history if data.history is not None else data.monthly
     for basis in FORECAST_BASES:
@@ -254,9 +263,31 @@ def _forecast_section(data: ReportData) -> Section:
             Chart(
                 f"forecast_{basis}",
                 label,
-                charts.forecast_fan(history, data.forecast, data.targets or [], basis),
+                charts.forecast_fan(history, data.forecast, basis),
                 wide=True,
             )
+        )
+    return section
+
+
+def _targets_section(data: ReportData) -> Section:
+    section = Section(
+        "targets",
+        "Reduction targets",
+        "Each target against its own business unit's monthly total on the target's basis, "
+        "one line per methodology version; the path is a straight line from the "
+        "baseline-year total, drawn as monthly equivalents. A year under another "
+        "methodology version than the baseline's is not compared with it.",
+    )
+    if data.targets is None:
+        section.unavailable = NOT_AVAILABLE
+        return section
+    series = data.target_series
+    for index, progress in enumerate(data.targets):
+        if series is None or series.empty:
+            break
+        section.charts.append(
+            Chart(f"target_{index}", progress.label, charts.target_path(series, progress))
         )
     section.extra_html = _targets_table(data)
     return section
@@ -297,6 +328,7 @@ def build_sections(data: ReportData) -> list[Section]:
         _efficiency_section(data),
         _benchmark_section(data),
         _forecast_section(data),
+        _targets_section(data),
         _backtest_section(data),
     ]
 

@@ -28,8 +28,14 @@ from carbon_core.report.data import (
     TOP_ACCOUNTS,
     ReportData,
     ReportRequest,
+    TargetProgress,
     business_unit_totals,
     optional_table,
+    payer_targets,
+    target_series_of,
+    targets_from_progress,
+    unit_payers_of,
+    with_versions,
 )
 
 PAYER = "payer_account_id"
@@ -125,6 +131,26 @@ class _LakeContext:
             units if units is not None else spark.createDataFrame([], schemas.BUSINESS_UNITS.schema)
         )
         self._intensity: dict[tuple[dt.date, dt.date], pd.DataFrame] = {}
+        # Targets, the units' payers and the targets' series are payer-independent and
+        # small (one row per target x year, unit, unit x month): read once.
+        progress = optional_table(spark, lake, tables.TARGET_PROGRESS)
+        self.targets: list[TargetProgress] | None = None
+        self.unit_payers: dict[str, list[str]] = {}
+        self.target_series = pd.DataFrame()
+        if progress is not None:
+            self.targets = targets_from_progress(progress.toPandas())
+            self.unit_payers = unit_payers_of(spark, lake)
+            self.target_series = target_series_of(spark, lake, self.targets)
+
+    def targets_of(self, payer: str) -> tuple[list[TargetProgress] | None, pd.DataFrame, list[str]]:
+        """A payer's targets (its own units'), their series, and its shared target units."""
+        if self.targets is None:
+            return None, self.target_series.copy(), []
+        own, shared = payer_targets(self.targets, self.unit_payers, payer)
+        units = {t.business_unit for t in own}
+        series = self.target_series[self.target_series["business_unit"].isin(units)]
+        series = series.reset_index(drop=True)
+        return with_versions(own, series), series, shared
 
     def intensity(self, period: tuple[dt.date, dt.date]) -> pd.DataFrame | None:
         if self.benchmarks is None:
@@ -202,6 +228,7 @@ def _batch(
 
     for payer in payers:
         month_from, month_to = periods[payer]
+        targets, target_series, shared_units = context.targets_of(payer)
         yield ReportData(
             payer=payer,
             month_from=month_from,
@@ -224,4 +251,7 @@ def _batch(
             forecast=None if forecast is None else forecast.of(payer),
             backtest=None if backtest is None else backtest.of(payer),
             backtest_medians=None if medians is None else medians.of(payer),
+            targets=targets,
+            target_series=None if targets is None else target_series,
+            shared_target_units=shared_units,
         )
